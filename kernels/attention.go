@@ -1,0 +1,271 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// attnTile is the number of keys scored together before the running softmax
+// state is rescaled. Tiles always start at key index 0 and advance by
+// attnTile, so a query's reduction order depends only on the keys, never on
+// which other queries are computed in the same call (batch invariance).
+const attnTile = 32
+
+// maxKeyGroups bounds the number of key groups an attention call may use.
+const maxKeyGroups = 8
+
+// KeyGroups partitions the keys of an attention call into blocks that are
+// normalised separately and then merged, as APE (Adaptive Parallel Encoding)
+// does. Each group g has a temperature Temp[g] (scores are scaled by
+// 1/(Temp[g]·√d) instead of 1/√d) and an LSE scale LSEScale[g]. With O_g and
+// LSE_g the softmax output and log-sum-exp of group g, the result is
+// Σ_g w_g·O_g with w = softmax_g(LSEScale[g]·LSE_g).
+//
+// With every Temp and LSEScale equal to 1 the result is plain softmax
+// attention over all keys (up to rounding), however the keys are grouped.
+type KeyGroups struct {
+	Of       []uint8   // group of each key row; len must equal the number of keys
+	Temp     []float32 // per-group temperature T_g > 0
+	LSEScale []float32 // per-group LSE scale
+}
+
+// Validate checks that g describes nKeys keys and at most maxKeyGroups groups.
+func (g *KeyGroups) Validate(nKeys int) error {
+	if g == nil {
+		return nil
+	}
+	if len(g.Of) != nKeys {
+		return fmt.Errorf("kernels: key groups cover %d keys, attention has %d", len(g.Of), nKeys)
+	}
+	n := len(g.Temp)
+	if n == 0 || n > maxKeyGroups || len(g.LSEScale) != n {
+		return fmt.Errorf("kernels: %d temperatures and %d LSE scales (need 1..%d of each, equal counts)", len(g.Temp), len(g.LSEScale), maxKeyGroups)
+	}
+	for i, t := range g.Temp {
+		if !(t > 0) {
+			return fmt.Errorf("kernels: key group %d temperature %v must be > 0", i, t)
+		}
+	}
+	for i, gi := range g.Of {
+		if int(gi) >= n {
+			return fmt.Errorf("kernels: key %d is in group %d, only %d groups defined", i, gi, n)
+		}
+	}
+	return nil
+}
+
+// AttnShape describes the head layout of grouped-query attention.
+type AttnShape struct {
+	Heads   int // query heads
+	KVHeads int // key/value heads; Heads must be a multiple of KVHeads
+	HeadDim int
+}
+
+// KVDim is the width of one key or value row: KVHeads·HeadDim.
+func (s AttnShape) KVDim() int { return s.KVHeads * s.HeadDim }
+
+// QDim is the width of one query or output row: Heads·HeadDim.
+func (s AttnShape) QDim() int { return s.Heads * s.HeadDim }
+
+// AttnScratch is the per-worker scratch space of Attend. Its zero value is
+// ready to use; buffers grow on first use and are then reused.
+type AttnScratch struct {
+	scores []float32 // [group heads × attnTile]
+	acc    []float32 // [group heads × maxKeyGroups × HeadDim]
+	m, l   []float64 // running max and sum per (head, group)
+}
+
+func (s *AttnScratch) reserve(g, d int) {
+	if cap(s.scores) < g*attnTile {
+		s.scores = make([]float32, g*attnTile)
+	}
+	if cap(s.acc) < g*maxKeyGroups*d {
+		s.acc = make([]float32, g*maxKeyGroups*d)
+	}
+	if cap(s.m) < g*maxKeyGroups {
+		s.m = make([]float64, g*maxKeyGroups)
+		s.l = make([]float64, g*maxKeyGroups)
+	}
+	s.scores = s.scores[:g*attnTile]
+	s.acc = s.acc[:g*maxKeyGroups*d]
+	s.m = s.m[:g*maxKeyGroups]
+	s.l = s.l[:g*maxKeyGroups]
+}
+
+// Attend computes causal attention for one query row and one KV head: the
+// Heads/KVHeads query heads that share KV head kvh.
+//
+//	q      [QDim]            the query row (post-RoPE)
+//	out    [QDim]            written only at the heads that share kvh
+//	keys   [nKeys × KVDim]   post-RoPE keys; vals the same shape
+//	keyPos [nKeys]           absolute position of each key
+//
+// A key is visible when keyPos[j] ≤ qPos. Keys are scanned in tiles with an
+// online softmax, so memory does not grow with the context. groups may be nil
+// (one group, temperature 1). A head that sees no key gets a zero output.
+func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh int, groups *KeyGroups, s *AttnScratch) {
+	d := sh.HeadDim
+	kvDim := sh.KVDim()
+	g := sh.Heads / sh.KVHeads
+	nGroups := 1
+	if groups != nil {
+		nGroups = len(groups.Temp)
+	}
+	s.reserve(g, d)
+	scale := 1 / math.Sqrt(float64(d))
+	var gscale [maxKeyGroups]float32
+	for i := 0; i < nGroups; i++ {
+		t := float32(1)
+		if groups != nil {
+			t = groups.Temp[i]
+		}
+		gscale[i] = float32(scale / float64(t))
+	}
+	for i := range s.acc {
+		s.acc[i] = 0
+	}
+	for i := range s.m {
+		s.m[i] = math.Inf(-1)
+		s.l[i] = 0
+	}
+	nKeys := len(keyPos)
+	koff := kvh * d
+	for t0 := 0; t0 < nKeys; t0 += attnTile {
+		t1 := min(t0+attnTile, nKeys)
+		// Scores of the tile; masked keys are marked with -Inf and skipped.
+		for h := 0; h < g; h++ {
+			qh := q[(kvh*g+h)*d : (kvh*g+h+1)*d]
+			sc := s.scores[h*attnTile : (h+1)*attnTile]
+			for j := t0; j < t1; j++ {
+				if keyPos[j] > qPos {
+					sc[j-t0] = float32(math.Inf(-1))
+					continue
+				}
+				grp := 0
+				if groups != nil {
+					grp = int(groups.Of[j])
+				}
+				sc[j-t0] = dotF32(qh, keys[j*kvDim+koff:j*kvDim+koff+d]) * gscale[grp]
+			}
+		}
+		// Per (head, group): rescale the running state to the tile's new max.
+		for h := 0; h < g; h++ {
+			sc := s.scores[h*attnTile : (h+1)*attnTile]
+			for grp := 0; grp < nGroups; grp++ {
+				mOld := s.m[h*maxKeyGroups+grp]
+				mNew := mOld
+				for j := t0; j < t1; j++ {
+					if groups != nil && int(groups.Of[j]) != grp {
+						continue
+					}
+					if v := float64(sc[j-t0]); v > mNew {
+						mNew = v
+					}
+				}
+				if mNew == mOld || math.IsInf(mNew, -1) {
+					continue
+				}
+				if !math.IsInf(mOld, -1) {
+					f := math.Exp(mOld - mNew)
+					s.l[h*maxKeyGroups+grp] *= f
+					acc := s.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
+					ff := float32(f)
+					for i := range acc {
+						acc[i] *= ff
+					}
+				}
+				s.m[h*maxKeyGroups+grp] = mNew
+			}
+			// Accumulate the tile's weighted values.
+			for j := t0; j < t1; j++ {
+				v := float64(sc[j-t0])
+				if math.IsInf(v, -1) {
+					continue
+				}
+				grp := 0
+				if groups != nil {
+					grp = int(groups.Of[j])
+				}
+				p := math.Exp(v - s.m[h*maxKeyGroups+grp])
+				s.l[h*maxKeyGroups+grp] += p
+				axpyF32(s.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d], float32(p), vals[j*kvDim+koff:j*kvDim+koff+d])
+			}
+		}
+	}
+	// Merge the groups: w_g ∝ exp(λ_g·LSE_g), LSE_g = m_g + ln l_g.
+	for h := 0; h < g; h++ {
+		o := out[(kvh*g+h)*d : (kvh*g+h+1)*d]
+		for i := range o {
+			o[i] = 0
+		}
+		if nGroups == 1 {
+			l := s.l[h*maxKeyGroups]
+			if l == 0 {
+				continue
+			}
+			inv := float32(1 / l)
+			acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
+			for i := range o {
+				o[i] = acc[i] * inv
+			}
+			continue
+		}
+		var z [maxKeyGroups]float64
+		zmax := math.Inf(-1)
+		for grp := 0; grp < nGroups; grp++ {
+			l := s.l[h*maxKeyGroups+grp]
+			if l == 0 {
+				z[grp] = math.Inf(-1)
+				continue
+			}
+			z[grp] = float64(groups.LSEScale[grp]) * (s.m[h*maxKeyGroups+grp] + math.Log(l))
+			zmax = max(zmax, z[grp])
+		}
+		if math.IsInf(zmax, -1) {
+			continue
+		}
+		var zsum float64
+		for grp := 0; grp < nGroups; grp++ {
+			if !math.IsInf(z[grp], -1) {
+				z[grp] = math.Exp(z[grp] - zmax)
+				zsum += z[grp]
+			} else {
+				z[grp] = 0
+			}
+		}
+		for grp := 0; grp < nGroups; grp++ {
+			if z[grp] == 0 {
+				continue
+			}
+			// w_g·O_g = w_g·acc_g / l_g
+			w := float32(z[grp] / zsum / s.l[h*maxKeyGroups+grp])
+			axpyF32(o, w, s.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d])
+		}
+	}
+}
+
+// dotF32 returns Σ a[i]·b[i] with four interleaved float32 accumulators
+// (a fixed reduction order).
+func dotF32(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpyF32 computes dst[i] += a·x[i].
+func axpyF32(dst []float32, a float32, x []float32) {
+	x = x[:len(dst)]
+	for i := range dst {
+		dst[i] += a * x[i]
+	}
+}

@@ -1,0 +1,165 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+)
+
+// Task is a piece of parallel work for Pool.RunTask.
+type Task interface {
+	// Do processes indices [lo, hi). worker ∈ [0, Threads()) names the
+	// goroutine making the call; calls that run at the same time have
+	// different worker values, so Do may use per-worker scratch space.
+	Do(worker, lo, hi int)
+}
+
+// Pool is a fixed set of worker goroutines for data-parallel loops, plus the
+// scratch space MatMul needs. The goroutines are started once by NewPool and
+// wait on channels between calls: a parallel call starts no goroutine and,
+// once its scratch has grown to the largest shape seen, allocates nothing.
+//
+// The zero Pool is a valid pool with no extra goroutines: everything runs on
+// the calling goroutine.
+//
+// A Pool runs one operation (Run, RunTask, MatMul) at a time; concurrent
+// calls from several goroutines are safe and are serialised. A Task or func
+// run by the Pool must not call back into the same Pool (it would deadlock).
+// A panic inside a Task is re-raised on the goroutine that called Run or
+// RunTask once all workers have finished.
+type Pool struct {
+	mu      sync.Mutex // held for the whole of each operation
+	threads int
+	wake    []chan struct{} // wake[w] starts worker w (w ≥ 1) on the current job
+	done    sync.WaitGroup  // outstanding workers of the current job
+	exited  sync.WaitGroup  // worker goroutines still running
+	closed  bool
+
+	// The current job; written under mu before the workers are woken.
+	job      Task
+	jobN     int
+	jobParts int
+	panicked any // first panic value of a worker in the current job
+	panicMu  sync.Mutex
+
+	fn   funcTask
+	kern kernelTable
+	mm   matmulState
+}
+
+// NewPool starts a pool of threads workers; threads ≤ 0 means
+// runtime.GOMAXPROCS(0). The calling goroutine of each operation acts as
+// worker 0, so threads−1 goroutines are started. Call Close to stop them.
+func NewPool(threads int) *Pool {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	p := &Pool{threads: threads}
+	p.kern.init()
+	p.wake = make([]chan struct{}, threads)
+	for w := 1; w < threads; w++ {
+		p.wake[w] = make(chan struct{}, 1)
+		p.exited.Add(1)
+		go p.worker(w)
+	}
+	return p
+}
+
+// Threads returns the number of workers, the caller included.
+func (p *Pool) Threads() int { return max(p.threads, 1) }
+
+// Close stops the worker goroutines and waits for them to exit. It is
+// idempotent. A closed Pool still works, running everything on the calling
+// goroutine.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.closed = true
+	for w := 1; w < p.threads; w++ {
+		close(p.wake[w])
+	}
+	p.exited.Wait()
+}
+
+func (p *Pool) worker(w int) {
+	defer p.exited.Done()
+	for range p.wake[w] {
+		p.runPart(w)
+		p.done.Done()
+	}
+}
+
+// runPart runs worker w's share of the current job, catching a panic so the
+// caller can re-raise it.
+func (p *Pool) runPart(w int) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.panicMu.Lock()
+			if p.panicked == nil {
+				p.panicked = r
+			}
+			p.panicMu.Unlock()
+		}
+	}()
+	lo := p.jobN * w / p.jobParts
+	hi := p.jobN * (w + 1) / p.jobParts
+	if lo < hi {
+		p.job.Do(w, lo, hi)
+	}
+}
+
+// RunTask splits [0, n) into contiguous ranges, one per worker (fewer when
+// n < Threads()), calls t.Do on each in parallel and returns when all are
+// done. Worker w gets [n·w/k, n·(w+1)/k) for k parts. Passing a pointer to
+// a long-lived Task makes the call allocation-free.
+func (p *Pool) RunTask(n int, t Task) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.runLocked(n, t)
+}
+
+// funcTask adapts a func to Task.
+type funcTask struct{ fn func(lo, hi int) }
+
+// Do calls the func.
+func (f *funcTask) Do(_, lo, hi int) { f.fn(lo, hi) }
+
+// Run is RunTask for a func of a range. The func value escapes to the
+// workers, so a func literal that captures variables costs the caller one
+// small allocation per call; use RunTask in allocation-free hot paths.
+func (p *Pool) Run(n int, fn func(lo, hi int)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fn.fn = fn
+	p.runLocked(n, &p.fn)
+	p.fn.fn = nil
+}
+
+// runLocked runs t over [0, n); p.mu must be held.
+func (p *Pool) runLocked(n int, t Task) {
+	parts := min(p.threads, n)
+	if p.closed || p.threads <= 1 {
+		parts = min(1, n)
+	}
+	if parts <= 0 {
+		return
+	}
+	if parts == 1 {
+		t.Do(0, 0, n)
+		return
+	}
+	p.job, p.jobN, p.jobParts, p.panicked = t, n, parts, nil
+	p.done.Add(parts - 1)
+	for w := 1; w < parts; w++ {
+		p.wake[w] <- struct{}{}
+	}
+	p.runPart(0)
+	p.done.Wait()
+	p.job = nil
+	if r := p.panicked; r != nil {
+		p.panicked = nil
+		panic(r)
+	}
+}

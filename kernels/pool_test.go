@@ -1,0 +1,159 @@
+package kernels
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// coverTask records which worker processed each index.
+type coverTask struct {
+	hits    []atomic.Int32
+	workers []atomic.Int32
+	maxW    int
+	bad     atomic.Bool
+}
+
+func (c *coverTask) Do(w, lo, hi int) {
+	if w < 0 || w >= c.maxW || lo >= hi {
+		c.bad.Store(true)
+	}
+	for i := lo; i < hi; i++ {
+		c.hits[i].Add(1)
+		c.workers[i].Store(int32(w))
+	}
+}
+
+func TestPoolRunCoversEveryIndexExactlyOnceInContiguousRanges(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 8} {
+		p := NewPool(threads)
+		for _, n := range []int{0, 1, 2, 5, 7, 64, 1000} {
+			c := &coverTask{hits: make([]atomic.Int32, n), workers: make([]atomic.Int32, n), maxW: threads}
+			p.RunTask(n, c)
+			if c.bad.Load() {
+				t.Fatalf("threads=%d n=%d: bad worker index or empty range", threads, n)
+			}
+			for i := range c.hits {
+				if h := c.hits[i].Load(); h != 1 {
+					t.Fatalf("threads=%d n=%d: index %d processed %d times", threads, n, i, h)
+				}
+				if i > 0 && c.workers[i].Load() < c.workers[i-1].Load() {
+					t.Fatalf("threads=%d n=%d: ranges not contiguous in worker order at %d", threads, n, i)
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
+func TestPoolRunFuncAndConcurrentCallersAreSerialised(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	var wg sync.WaitGroup
+	var inside atomic.Int32
+	var overlap atomic.Bool
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := 0; it < 50; it++ {
+				sum := make([]int, 100)
+				p.Run(100, func(lo, hi int) {
+					if inside.Add(1) > 2 {
+						overlap.Store(true)
+					}
+					for i := lo; i < hi; i++ {
+						sum[i] = i
+					}
+					inside.Add(-1)
+				})
+				for i, v := range sum {
+					if v != i {
+						t.Errorf("index %d not written", i)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if overlap.Load() {
+		t.Error("more than Threads() ranges ran at once: operations were not serialised")
+	}
+}
+
+func TestPoolReraisesWorkerPanicOnCaller(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	func() {
+		defer func() {
+			if r := recover(); r != "boom" {
+				t.Errorf("recovered %v, want boom", r)
+			}
+		}()
+		p.Run(10, func(lo, hi int) {
+			if lo > 0 { // the second worker's range
+				panic("boom")
+			}
+		})
+	}()
+	// The pool still works afterwards.
+	var n atomic.Int32
+	p.Run(10, func(lo, hi int) { n.Add(int32(hi - lo)) })
+	if n.Load() != 10 {
+		t.Errorf("after a panic the pool covered %d of 10", n.Load())
+	}
+}
+
+func TestPoolCloseIsIdempotentAndClosedPoolRunsInline(t *testing.T) {
+	p := NewPool(4)
+	if p.Threads() != 4 {
+		t.Fatalf("Threads() = %d", p.Threads())
+	}
+	p.Close()
+	p.Close()
+	var calls atomic.Int32
+	p.Run(100, func(lo, hi int) {
+		calls.Add(1)
+		if lo != 0 || hi != 100 {
+			t.Errorf("closed pool ran [%d,%d)", lo, hi)
+		}
+	})
+	if calls.Load() != 1 {
+		t.Errorf("closed pool made %d calls, want 1", calls.Load())
+	}
+	if d := NewPool(0); d.Threads() < 1 {
+		t.Errorf("NewPool(0).Threads() = %d", d.Threads())
+	} else {
+		d.Close()
+	}
+}
+
+func TestPoolRunTaskAllocatesNothing(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	c := &coverTask{hits: make([]atomic.Int32, 64), workers: make([]atomic.Int32, 64), maxW: 2}
+	p.RunTask(64, c)
+	if a := testing.AllocsPerRun(100, func() { p.RunTask(64, c) }); a != 0 {
+		t.Errorf("RunTask allocates %v times per call", a)
+	}
+}
+
+func TestZeroPoolRunsSingleThreaded(t *testing.T) {
+	var p Pool
+	if p.Threads() != 1 {
+		t.Errorf("zero Pool Threads() = %d", p.Threads())
+	}
+	calls := 0
+	p.Run(10, func(lo, hi int) { calls++ })
+	if calls != 1 {
+		t.Errorf("zero Pool made %d calls", calls)
+	}
+	m := Matrix{Type: Q4_K, Rows: 2, Cols: 256, Data: make([]byte, 2*144)}
+	dst := []float32{1, 1}
+	p.MatMul(dst, m, make([]float32, 256), 1)
+	if dst[0] != 0 || dst[1] != 0 {
+		t.Errorf("zero Pool MatMul of zero weights = %v", dst)
+	}
+	p.Close()
+}
