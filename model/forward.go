@@ -44,7 +44,7 @@ type Pass struct {
 	// must cover every cache row.
 	Groups *kernels.KeyGroups
 
-	x, att, gate, up []float32 // scratch: [n × d], [n × q], [n × f], [n × f]
+	x, att, gate, up []float32             // scratch: [n × d], [n × q], [n × f], [n × f]
 	attn             []kernels.AttnScratch // one per pool worker
 	attnTask         attnTask
 	cos, sin         []float32
