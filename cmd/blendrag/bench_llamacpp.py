@@ -14,7 +14,8 @@ from llama_cpp import Llama
 
 req = json.load(sys.stdin)
 toks = req["tokens"]
-llm = Llama(model_path=req["model"], n_ctx=len(toks) + req["decode"] + 8, n_batch=len(toks),
+n_ctx = len(toks) + req["decode"] + 8
+llm = Llama(model_path=req["model"], n_ctx=n_ctx, n_batch=n_ctx,
             n_threads=req["threads"], n_threads_batch=req["threads"], type_k=0, type_v=0,
             flash_attn=False, verbose=False, logits_all=False)
 best_prefill = best_decode = 0.0
