@@ -1,0 +1,64 @@
+package retrieval
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/ledongthuc/pdf"
+)
+
+// parsePDF fills p.Text and p.Pages from the PDF's text layer, one page
+// after another separated by paragraph breaks, and returns the Title from
+// the document information dictionary. ledongthuc/pdf panics on some
+// malformed files; those panics become ErrMalformed. Encrypted files are
+// ErrUnsupported; more than lim.MaxPages pages is ErrTooLarge; a file
+// without any text (a scan) is ErrEmpty.
+func parsePDF(p *Parsed, data []byte, lim Limits) (title string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			title, err = "", fmt.Errorf("reading PDF: %v: %w", r, ErrMalformed)
+		}
+	}()
+	r, err := pdf.NewReader(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		if strings.Contains(err.Error(), "encrypt") {
+			return "", fmt.Errorf("encrypted PDF: %w", ErrUnsupported)
+		}
+		return "", fmt.Errorf("reading PDF: %v: %w", err, ErrMalformed)
+	}
+	n := r.NumPage()
+	if n == 0 {
+		return "", fmt.Errorf("PDF has no pages: %w", ErrMalformed)
+	}
+	if n > lim.MaxPages {
+		return "", fmt.Errorf("%d pages exceed the limit of %d: %w", n, lim.MaxPages, ErrTooLarge)
+	}
+	var b strings.Builder
+	pages := make([]Page, 0, n)
+	for i := 1; i <= n; i++ {
+		pg := r.Page(i)
+		if pg.V.IsNull() {
+			return "", fmt.Errorf("page %d missing: %w", i, ErrMalformed)
+		}
+		raw, err := pg.GetPlainText(nil)
+		if err != nil {
+			return "", fmt.Errorf("page %d: %v: %w", i, err, ErrMalformed)
+		}
+		t := normalizeText(raw)
+		if t != "" && b.Len() > 0 {
+			b.WriteString("\n\n")
+		}
+		start := b.Len()
+		b.WriteString(t)
+		if int64(b.Len()) > lim.MaxTextBytes {
+			return "", fmt.Errorf("text of the first %d pages exceeds the limit of %d bytes: %w", i, lim.MaxTextBytes, ErrTooLarge)
+		}
+		pages = append(pages, Page{Number: i, Start: start, End: b.Len()})
+	}
+	p.Text = b.String()
+	p.Pages = pages
+	p.Doc.Pages = n
+	info := r.Trailer().Key("Info")
+	return info.Key("Title").Text(), nil
+}
