@@ -53,27 +53,25 @@ func (ce *lowRankCE) score(q, c string) float32 {
 
 func (ce *lowRankCE) ScoreChunks(ctx context.Context, q string, ids []string) ([]float32, error) {
 	ce.mu.Lock()
-	ce.pairs += len(ids)
 	ce.calls++
 	ce.mu.Unlock()
-	out := make([]float32, len(ids))
-	for i, id := range ids {
-		if q == ce.fail || id == ce.fail {
-			return nil, fmt.Errorf("scoring %q: %w", id, errBoom)
-		}
-		out[i] = ce.score(q, id)
-	}
-	return out, nil
+	return ce.scoreAll(len(ids), func(i int) (string, string) { return q, ids[i] })
 }
 
 func (ce *lowRankCE) ScoreQuestions(ctx context.Context, qs []string, id string) ([]float32, error) {
+	return ce.scoreAll(len(qs), func(i int) (string, string) { return qs[i], id })
+}
+
+// scoreAll scores n (question, chunk) pairs, failing on ce.fail.
+func (ce *lowRankCE) scoreAll(n int, pair func(i int) (string, string)) ([]float32, error) {
 	ce.mu.Lock()
-	ce.pairs += len(qs)
+	ce.pairs += n
 	ce.mu.Unlock()
-	out := make([]float32, len(qs))
-	for i, q := range qs {
+	out := make([]float32, n)
+	for i := range out {
+		q, id := pair(i)
 		if q == ce.fail || id == ce.fail {
-			return nil, fmt.Errorf("scoring %q: %w", id, errBoom)
+			return nil, fmt.Errorf("scoring %q for %q: %w", id, q, errBoom)
 		}
 		out[i] = ce.score(q, id)
 	}
@@ -472,5 +470,45 @@ func TestSampleAnchorsAreDeterministicWindowsOfTheText(t *testing.T) {
 	}
 	if got := SampleAnchors([]string{"Too short."}, 3, 1); len(got) != 0 {
 		t.Fatalf("got %v from text without a long sentence", got)
+	}
+}
+
+func TestConcurrentSearchDuringMutations(t *testing.T) {
+	ce := &lowRankCE{rank: 8}
+	x := build(t, ce, Options{AnchorChunks: 16, TopK: 8}, 80, questions("anchor", 16))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for r := range 3 {
+		wg.Go(func() {
+			for i := range 50 {
+				if _, err := x.Search(ctx, fmt.Sprintf("reader %d question %d", r, i), 5); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := range 40 {
+			var err error
+			switch i % 4 {
+			case 0:
+				err = x.ObserveQuestion(ctx, fmt.Sprintf("observed %d", i))
+			case 1:
+				err = x.Delete(chunkIDs(80)[i])
+			default:
+				err = x.AddChunk(ctx, fmt.Sprintf("new chunk %d", i))
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
