@@ -4,14 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"os"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"unicode"
-
-	"github.com/blendrag/blendrag/model/fetch"
-	"github.com/blendrag/blendrag/model/tokenizer"
 )
 
 // wordTokens is a tokenizer with one token per white-space-separated word:
@@ -273,18 +270,8 @@ func TestSplitEncodesLinearly(t *testing.T) {
 // TestSplitBudgetsUnderSmolLM2 runs the invariants with the generator's
 // real BPE tokenizer, whose counts are not additive across joins.
 func TestSplitBudgetsUnderSmolLM2(t *testing.T) {
-	path := fetch.GeneratorPath(fetch.Dir())
-	if _, err := os.Stat(path); err != nil {
-		t.Skip("SmolLM2 GGUF absent:", err)
-	}
-	tok, err := tokenizer.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var paras []string
-	for _, it := range loadMusique(t, 30) {
-		paras = append(paras, it)
-	}
+	tok := loadSmolLM2(t)
+	paras := loadMusique(t, 30)
 	// Add an unpunctuated run, a long token-free word and non-ASCII text.
 	paras = append(paras, strings.Repeat("lorem ipsum dolor ", 400), strings.Repeat("ab", 2000),
 		strings.Repeat("Größe und Gewicht — 東京タワーは高い。", 60))
@@ -309,5 +296,35 @@ func TestSplitBudgetsUnderSmolLM2(t *testing.T) {
 			t.Errorf("%+v: only %d of %d chunks at least half full", opt, full, len(chunks))
 		}
 		t.Logf("%+v: %d chunks over %d bytes", opt, len(chunks), len(p.Text))
+	}
+}
+
+// TestSplitInvariantsOnRandomText checks the invariants on random texts
+// built from fragments that stress the splitter: sentence ends,
+// abbreviations, line and paragraph breaks, overlong words, CJK, spaces.
+func TestSplitInvariantsOnRandomText(t *testing.T) {
+	frags := []string{"word ", "other ", "Dr. ", "e.g. ", "end. ", "Why? ", "wow!\" ", "3.14 ",
+		"\n", "\n\n", " \n \n ", "東京。", "…", "\t", strings.Repeat("z", 300) + " ", "ünï ", "a.b.c "}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 300 {
+		var b strings.Builder
+		for range rng.IntN(800) + 1 {
+			b.WriteString(frags[rng.IntN(len(frags))])
+		}
+		p, err := ParseText("rand", b.String())
+		if err != nil {
+			continue
+		}
+		for _, tok := range []Tokenizer{&wordTokens{}, byteTokens{}} {
+			for _, opt := range []ChunkOptions{{Tokens: 128}, {Tokens: 128, Overlap: 63}, {Tokens: 200, Overlap: 10}} {
+				c, err := NewChunker(tok, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Run(fmt.Sprintf("%d/%T/%d/%d", i, tok, opt.Tokens, opt.Overlap), func(t *testing.T) {
+					checkChunks(t, p, c.Split(p), tok, opt.Tokens, opt.Overlap > 0)
+				})
+			}
+		}
 	}
 }
