@@ -192,11 +192,17 @@ func hashHex(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-// isPDF reports whether data carries a PDF header within its first 1024
-// bytes, where the PDF specification allows readers to find it.
+// isPDF reports whether data is a PDF: it starts with "%PDF-", or (the PDF
+// specification lets readers look for the header within the first 1024
+// bytes) holds "%PDF-" there and ends with the "%%EOF" marker. The second
+// condition keeps a text that merely mentions "%PDF-1.7" a text.
 func isPDF(data []byte) bool {
+	if bytes.HasPrefix(data, []byte("%PDF-")) {
+		return true
+	}
 	head := data[:min(len(data), 1024)]
-	return bytes.Contains(head, []byte("%PDF-"))
+	tail := data[max(0, len(data)-1024):]
+	return bytes.Contains(head, []byte("%PDF-")) && bytes.Contains(tail, []byte("%%EOF"))
 }
 
 // textKind picks the kind of a document already known to be text.

@@ -53,6 +53,24 @@ func TestParseExtractsVisibleTextPerKind(t *testing.T) {
 			kind: KindText, title: "latin", text: "café crème brûlée naïve",
 		},
 		{
+			name: "Latin-1 with one accent in a long text",
+			file: "long.txt",
+			data: []byte(strings.Repeat("plain words ", 200) + "na\xefve"),
+			kind: KindText, title: "long", text: strings.Repeat("plain words ", 200) + "naïve",
+		},
+		{
+			name: "damaged UTF-8 keeps its valid characters",
+			file: "damaged.txt",
+			data: []byte(strings.Repeat("Grüße ", 200) + "\xff end"),
+			kind: KindText, title: "damaged", text: strings.Repeat("Grüße ", 200) + "\uFFFD end",
+		},
+		{
+			name: "text mentioning the PDF header stays text",
+			file: "about.txt",
+			data: []byte("Files start with a header like %PDF-1.7."),
+			kind: KindText, title: "about", text: "Files start with a header like %PDF-1.7.",
+		},
+		{
 			name: "HTML drops script style head and hidden, keeps title and blocks",
 			file: "page.html",
 			data: []byte(`<!DOCTYPE html><html><head><title> The  Page </title><style>p{color:red}</style>
@@ -165,8 +183,11 @@ func TestParsePDFMatchesWriterText(t *testing.T) {
 	for _, file := range []string{"three_pages.pdf", "uncompressed.pdf"} {
 		t.Run(file, func(t *testing.T) {
 			w := want[file]
-			// A misleading extension: the content says PDF.
-			p, err := Parse(strings.TrimSuffix(file, ".pdf")+".txt", readFile(t, file), Limits{})
+			// A misleading extension, and junk before the header (which the
+			// PDF specification allows within the first KiB): the content
+			// says PDF.
+			data := append([]byte("junk\n"), readFile(t, file)...)
+			p, err := Parse(strings.TrimSuffix(file, ".pdf")+".txt", data, Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -20,6 +20,9 @@ func parsePDF(p *Parsed, data []byte, lim Limits) (title string, err error) {
 			title, err = "", fmt.Errorf("reading PDF: %v: %w", r, ErrMalformed)
 		}
 	}()
+	// Bytes before the header are junk whose length the writer did not
+	// count in its offsets (ledongthuc/pdf wants the header first).
+	data = data[bytes.Index(data, []byte("%PDF-")):]
 	r, err := pdf.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		if strings.Contains(err.Error(), "encrypt") {

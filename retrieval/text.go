@@ -12,14 +12,15 @@ import (
 	xunicode "golang.org/x/text/encoding/unicode"
 )
 
-// maxBadFraction is the share of invalid UTF-8 bytes (replaced by U+FFFD)
-// or control characters a text may hold before it is read as Windows-1252
-// (invalid UTF-8) or rejected as binary (control characters).
+// maxBadFraction is the share of invalid bytes a UTF-8 text may hold
+// (replaced by U+FFFD) before it is read as Windows-1252, and the share of
+// control characters any text may hold before it is rejected as binary.
 const maxBadFraction = 0.01
 
 // decodeText turns the bytes of a text file into UTF-8: UTF-8 (with or
-// without a byte-order mark), UTF-16 with a byte-order mark, and Latin-1 /
-// Windows-1252 when the bytes are mostly not UTF-8. Binary content fails
+// without a byte-order mark; a few invalid bytes among valid multi-byte
+// sequences become U+FFFD), UTF-16 with a byte-order mark, and otherwise
+// Latin-1 / Windows-1252. Binary content fails
 // with ErrUnsupported, an undecodable UTF-16 body with ErrMalformed.
 func decodeText(data []byte) (string, error) {
 	var s string
@@ -45,7 +46,9 @@ func decodeText(data []byte) (string, error) {
 		}
 		s = string(data)
 		if !utf8.ValidString(s) {
-			if invalidUTF8Bytes(data) <= int(maxBadFraction*float64(len(data))) {
+			// Damaged UTF-8 still has valid multi-byte sequences; Latin-1
+			// text (even with one accent in a page) has none.
+			if invalid, multi := utf8Stats(data); multi > 0 && invalid <= int(maxBadFraction*float64(len(data))) {
 				s = strings.ToValidUTF8(s, "\uFFFD")
 			} else {
 				b, err := charmap.Windows1252.NewDecoder().Bytes(data)
@@ -73,16 +76,20 @@ func textual(mt *mimetype.MIME) bool {
 	return false
 }
 
-func invalidUTF8Bytes(b []byte) int {
-	n := 0
+// utf8Stats counts the bytes of b that are not UTF-8 and its valid
+// multi-byte sequences.
+func utf8Stats(b []byte) (invalid, multi int) {
 	for len(b) > 0 {
 		r, size := utf8.DecodeRune(b)
-		if r == utf8.RuneError && size == 1 {
-			n++
+		switch {
+		case r == utf8.RuneError && size == 1:
+			invalid++
+		case size > 1:
+			multi++
 		}
 		b = b[size:]
 	}
-	return n
+	return invalid, multi
 }
 
 // controlRunes counts control characters other than white space and ESC.
