@@ -2,8 +2,10 @@ package model
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 
@@ -50,6 +52,12 @@ type Layer struct {
 // Options configure Load.
 type Options struct {
 	Threads int // worker threads for the kernels; ≤ 0 means all cores
+	// F32Weights dequantizes every weight matrix to float32 at load, so
+	// matmuls run in float32 without quantizing activations: the exact
+	// arithmetic an fp32 reference (HF transformers over the dequantized
+	// GGUF) computes. It costs 4 bytes per weight of RAM and is slower; it
+	// is a reference path for tests, not for serving.
+	F32Weights bool
 }
 
 // Load opens a GGUF model file, reads its configuration and tokenizer and
@@ -79,11 +87,11 @@ func FromGGUF(f *gguf.File, opt Options) (*Model, error) {
 		return nil, fmt.Errorf("model: tokenizer: %w", err)
 	}
 	m := &Model{Config: cfg, Tok: tok, file: f, Layers: make([]Layer, cfg.Layers)}
-	if err := bindWeights(f, "", reflect.ValueOf(m).Elem()); err != nil {
+	if err := bindWeights(f, "", reflect.ValueOf(m).Elem(), opt.F32Weights); err != nil {
 		return nil, err
 	}
 	for i := range m.Layers {
-		if err := bindWeights(f, fmt.Sprintf("blk.%d.", i), reflect.ValueOf(&m.Layers[i]).Elem()); err != nil {
+		if err := bindWeights(f, fmt.Sprintf("blk.%d.", i), reflect.ValueOf(&m.Layers[i]).Elem(), opt.F32Weights); err != nil {
 			return nil, err
 		}
 	}
@@ -131,8 +139,9 @@ var (
 
 // bindWeights fills the fields of v tagged `gguf:"name[,optional]"` with the
 // tensors prefix+name: a kernels.Matrix points into the mapped data, a
-// []float32 is dequantized into a new slice.
-func bindWeights(f *gguf.File, prefix string, v reflect.Value) error {
+// []float32 is dequantized into a new slice. With f32 matrices are
+// dequantized into new float32 matrices too.
+func bindWeights(f *gguf.File, prefix string, v reflect.Value, f32 bool) error {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		tag, ok := t.Field(i).Tag.Lookup("gguf")
@@ -158,6 +167,12 @@ func bindWeights(f *gguf.File, prefix string, v reflect.Value) error {
 			if err := mat.Validate(); err != nil {
 				return fmt.Errorf("model: tensor %q: %w", name, err)
 			}
+			if f32 && mat.Type != kernels.F32 {
+				var err error
+				if mat, err = dequantizeMatrix(mat); err != nil {
+					return fmt.Errorf("model: tensor %q: %w", name, err)
+				}
+			}
 			v.Field(i).Set(reflect.ValueOf(mat))
 		case vectorType:
 			if len(info.Dims) != 1 {
@@ -173,6 +188,19 @@ func bindWeights(f *gguf.File, prefix string, v reflect.Value) error {
 		}
 	}
 	return nil
+}
+
+// dequantizeMatrix returns m converted to an F32 matrix in new memory.
+func dequantizeMatrix(m kernels.Matrix) (kernels.Matrix, error) {
+	vals := make([]float32, m.Rows*m.Cols)
+	if err := kernels.Dequantize(m.Type, m.Data, vals); err != nil {
+		return m, err
+	}
+	data := make([]byte, 4*len(vals))
+	for i, v := range vals {
+		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+	}
+	return kernels.Matrix{Type: kernels.F32, Rows: m.Rows, Cols: m.Cols, Data: data}, nil
 }
 
 // checkShapes verifies that every bound weight has the shape Config implies.
