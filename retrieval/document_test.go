@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 func TestParseExtractsVisibleTextPerKind(t *testing.T) {
@@ -283,4 +284,42 @@ func readFile(t testing.TB, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// FuzzParseNeverPanics: any bytes under any of the handled names either
+// parse to normalised text or fail with a sentinel error naming the file.
+func FuzzParseNeverPanics(f *testing.F) {
+	for _, name := range []string{"three_pages.pdf", "uncompressed.pdf", "blank.pdf"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, uint8(0))
+	}
+	f.Add([]byte("<html><head><title>x</title></head><body><p>a<br>b</p></body></html>"), uint8(1))
+	f.Add([]byte("# H\n\n- a\n- [b](c)\n\n```\ncode\n```\n<div>x</div>"), uint8(2))
+	f.Add([]byte("plain\r\n\r\ntext\x00"), uint8(3))
+	names := []string{"f.pdf", "f.html", "f.md", "f.txt", "f"}
+	f.Fuzz(func(t *testing.T, data []byte, which uint8) {
+		name := names[int(which)%len(names)]
+		p, err := Parse(name, data, Limits{MaxPages: 50})
+		if err != nil {
+			if !errors.Is(err, ErrEmpty) && !errors.Is(err, ErrUnsupported) &&
+				!errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error without a sentinel: %v", err)
+			}
+			if !strings.HasPrefix(err.Error(), name+": ") {
+				t.Fatalf("error %q does not name the file", err)
+			}
+			return
+		}
+		if p.Text == "" || strings.TrimSpace(p.Text) != p.Text || strings.Contains(p.Text, "\n\n\n") || !utf8.ValidString(p.Text) {
+			t.Fatalf("text not normalised: %q", p.Text)
+		}
+		for _, pg := range p.Pages {
+			if pg.Start > pg.End || pg.End > len(p.Text) {
+				t.Fatalf("page %+v outside text of %d bytes", pg, len(p.Text))
+			}
+		}
+	})
 }
