@@ -122,8 +122,10 @@ func Parse(name string, data []byte, lim Limits) (*Parsed, error) {
 		p.Doc.Kind = KindPDF
 		title, err = parsePDF(p, data, lim)
 	} else {
-		var src string
-		src, err = decodeText(data)
+		src, ok := decodeDeclaredHTML(name, data)
+		if !ok {
+			src, err = decodeText(data)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

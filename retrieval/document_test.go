@@ -84,6 +84,13 @@ split over lines.</p><div hidden>invisible</div><p style="display: none">gone</p
 			text: "Heading\n\nOne bold word, split over lines.\n\nalpha\n\nbeta\n\nline\nbreak\n\na b",
 		},
 		{
+			name: "HTML in the charset its meta declares",
+			file: "ru.html",
+			// "Привет, мир" in windows-1251.
+			data: []byte("<html><head><meta charset=\"windows-1251\"><title>\xcf\xf0\xe8\xe2\xe5\xf2</title></head><body><p>\xcf\xf0\xe8\xe2\xe5\xf2, \xec\xe8\xf0</p></body></html>"),
+			kind: KindHTML, title: "Привет", text: "Привет, мир",
+		},
+		{
 			name: "HTML detected from content despite .txt",
 			file: "saved.txt",
 			data: []byte("<html><body><p>Hello <i>there</i></p><script>x()</script></body></html>"),

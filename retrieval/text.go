@@ -3,11 +3,13 @@ package retrieval
 import (
 	"bytes"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/gabriel-vasile/mimetype"
+	"golang.org/x/net/html/charset"
 	"golang.org/x/text/encoding/charmap"
 	xunicode "golang.org/x/text/encoding/unicode"
 )
@@ -63,6 +65,33 @@ func decodeText(data []byte) (string, error) {
 		return "", fmt.Errorf("%d control characters: binary content: %w", n, ErrUnsupported)
 	}
 	return s, nil
+}
+
+// decodeDeclaredHTML decodes an HTML file that is not UTF-8 by the
+// charset its <meta> declares (golang.org/x/net/html/charset, WHATWG
+// prescan), e.g. windows-1251 or Shift_JIS. It reports false, leaving the
+// file to decodeText, for UTF-8 or BOM-marked files, non-HTML, and HTML
+// that declares no other charset.
+func decodeDeclaredHTML(name string, data []byte) (string, bool) {
+	if utf8.Valid(data) || bytes.HasPrefix(data, []byte{0xFF, 0xFE}) || bytes.HasPrefix(data, []byte{0xFE, 0xFF}) {
+		return "", false
+	}
+	switch strings.ToLower(filepath.Ext(name)) {
+	case ".html", ".htm", ".xhtml":
+	default:
+		if !mimetype.Detect(data).Is("text/html") {
+			return "", false
+		}
+	}
+	enc, cs, _ := charset.DetermineEncoding(data, "text/html")
+	if cs == "utf-8" || cs == "windows-1252" { // none declared, or UTF-8 after all
+		return "", false
+	}
+	b, err := enc.NewDecoder().Bytes(data)
+	if err != nil || bytes.IndexByte(b, 0) >= 0 {
+		return "", false
+	}
+	return string(b), true
 }
 
 // textual reports whether mimetype's detection is plain text or something
