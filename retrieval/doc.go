@@ -17,7 +17,9 @@
 // elements (golang.org/x/net/html); Markdown drops markup
 // (github.com/yuin/goldmark's AST); PDF reads the text layer page by page
 // (github.com/ledongthuc/pdf, whose panics on malformed files become
-// ErrMalformed), recording each page's byte range. The text is normalised
+// ErrMalformed), recording each page's byte range. Its GetPlainText glues
+// the words of PDFs that space words by glyph positioning (pdfTeX's), so
+// words, lines and paragraphs are laid out here from glyph positions. The text is normalised
 // so that paragraphs (blank lines, block elements, PDF pages) are separated
 // by exactly "\n\n". Errors wrap ErrEmpty, ErrUnsupported, ErrTooLarge or
 // ErrMalformed and start with the file name.

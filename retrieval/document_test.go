@@ -188,7 +188,7 @@ func TestParsePDFMatchesWriterText(t *testing.T) {
 	if err := json.Unmarshal(readFile(t, "pdf_expected.json"), &want); err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{"three_pages.pdf", "uncompressed.pdf"} {
+	for _, file := range []string{"three_pages.pdf", "uncompressed.pdf", "tex_style.pdf"} {
 		t.Run(file, func(t *testing.T) {
 			w := want[file]
 			// A misleading extension, and junk before the header (which the

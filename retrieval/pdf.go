@@ -9,7 +9,7 @@ import (
 )
 
 // parsePDF fills p.Text and p.Pages from the PDF's text layer, one page
-// after another separated by paragraph breaks, and returns the Title from
+// after another separated by paragraph breaks (see pageText), and returns the Title from
 // the document information dictionary. ledongthuc/pdf panics on some
 // malformed files; those panics become ErrMalformed. Encrypted files are
 // ErrUnsupported; more than lim.MaxPages pages is ErrTooLarge; a file
@@ -44,11 +44,7 @@ func parsePDF(p *Parsed, data []byte, lim Limits) (title string, err error) {
 		if pg.V.IsNull() {
 			return "", fmt.Errorf("page %d missing: %w", i, ErrMalformed)
 		}
-		raw, err := pg.GetPlainText(nil)
-		if err != nil {
-			return "", fmt.Errorf("page %d: %v: %w", i, err, ErrMalformed)
-		}
-		t := normalizeText(raw)
+		t := normalizeText(pageText(pg.Content().Text))
 		if t != "" && b.Len() > 0 {
 			b.WriteString("\n\n")
 		}
@@ -64,4 +60,38 @@ func parsePDF(p *Parsed, data []byte, lim Limits) (title string, err error) {
 	p.Doc.Pages = n
 	info := r.Trailer().Key("Info")
 	return info.Key("Title").Text(), nil
+}
+
+// pageText lays out a page's glyphs, in content-stream order, as text. The
+// glyph positions are what count: ledongthuc/pdf's own GetPlainText drops
+// TJ offsets and Td moves, gluing together the words of any PDF that
+// spaces words by positioning (pdfTeX's, for one). A glyph starting
+// more than 0.2 em right of the previous glyph's end opens a word; one on
+// another baseline (more than 0.5 em away) or far left of it opens a line,
+// and a vertical jump of more than two lines a paragraph.
+func pageText(glyphs []pdf.Text) string {
+	var b strings.Builder
+	var prev *pdf.Text
+	for i := range glyphs {
+		g := &glyphs[i]
+		if strings.TrimSpace(g.S) == "" && g.S != " " {
+			continue // "" or the "\n" Content adds after each TJ: layout decides
+		}
+		if prev != nil {
+			em := max(prev.FontSize, g.FontSize, 1)
+			dy := prev.Y - g.Y
+			gap := g.X - (prev.X + prev.W)
+			switch {
+			case dy > 2.5*em || dy < -2.5*em:
+				b.WriteString("\n\n")
+			case dy > 0.5*em || dy < -0.5*em || gap < -2*em:
+				b.WriteByte('\n')
+			case gap > 0.2*em && g.S != " " && prev.S != " ":
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteString(g.S)
+		prev = g
+	}
+	return b.String()
 }
