@@ -178,3 +178,32 @@ func interleaved(queries [][]float32, a, b func([]float32, int) ([]Hit, error)) 
 	}
 	return mean(bestA), mean(bestB)
 }
+
+// BenchmarkExactSearch times one top-10 exact search over 20k and 100k
+// clustered 384-d vectors with one and two worker goroutines:
+//
+//	go test -run '^$' -bench BenchmarkExactSearch -benchtime 200x ./retrieval/vector/
+func BenchmarkExactSearch(b *testing.B) {
+	const dim = 384
+	for _, n := range []int{20_000, 100_000} {
+		all := synth.Clustered(n+64, dim, 100, 1, 42)
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("n=%d/threads=%d", n, threads), func(b *testing.B) {
+				e, err := NewExact(dim, threads)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i, v := range all[:n] {
+					e.Add(fmt.Sprint(i), v)
+				}
+				i := 0
+				for b.Loop() {
+					if _, err := e.Search(all[n+i%64], 10); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		}
+	}
+}

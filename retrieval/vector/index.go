@@ -22,7 +22,8 @@ type Options struct {
 	// index stays on HNSW if it later shrinks.
 	HNSWThreshold int
 	// M, EfConstruction and EfSearch are the HNSW parameters (defaults 16,
-	// 200, 64). A graph loaded from disk keeps the M it was built with.
+	// 200, 100: recall@10 0.995 at 100k clustered 384-d vectors, see
+	// docs/HNSW.md). A graph loaded from disk keeps the M it was built with.
 	M, EfConstruction, EfSearch int
 	// Threads is the number of goroutines an exact search splits the rows
 	// across (default 2).
@@ -40,7 +41,7 @@ func (o Options) withDefaults() Options {
 		o.EfConstruction = 200
 	}
 	if o.EfSearch == 0 {
-		o.EfSearch = 64
+		o.EfSearch = 100
 	}
 	if o.Threads <= 0 {
 		o.Threads = 2
