@@ -9,6 +9,14 @@ import (
 	"github.com/blendrag/blendrag/retrieval/vector/synth"
 )
 
+// graphSize is n for HNSW tests, a quarter of it under the race detector.
+func graphSize(n int) int {
+	if raceEnabled {
+		return n / 4
+	}
+	return n
+}
+
 // dataset returns n clustered 384-d unit vectors with ids "v0".."v<n-1>" and
 // nq queries from the same clusters.
 func dataset(n, nq int, seed uint64) (ids []string, vecs, queries [][]float32) {

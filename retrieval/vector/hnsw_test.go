@@ -19,7 +19,7 @@ func newTestHNSW(t *testing.T, ids []string, vecs [][]float32) *HNSW {
 }
 
 func TestHNSWRecallAtLeast95(t *testing.T) {
-	ids, vecs, queries := dataset(2000, 100, 7)
+	ids, vecs, queries := dataset(graphSize(2000), 100, 7)
 	h := newTestHNSW(t, ids, vecs)
 	if r := recall(t, h.Search, ids, vecs, queries, 10, nil); r < 0.95 {
 		t.Fatalf("recall@10 = %.3f, want ≥ 0.95", r)

@@ -137,7 +137,8 @@ func TestIndexReAddReplacesVector(t *testing.T) {
 func TestIndexDeletedIDsNeverReturnedAndRecallHolds(t *testing.T) {
 	for _, m := range indexModes {
 		t.Run(m.name, func(t *testing.T) {
-			ids, vecs, queries := dataset(2000, 50, 9)
+			n := graphSize(2000)
+			ids, vecs, queries := dataset(n, 50, 9)
 			ix, err := Open(filepath.Join(t.TempDir(), "v.idx"), 384, m.opt)
 			if err != nil {
 				t.Fatal(err)
@@ -158,7 +159,7 @@ func TestIndexDeletedIDsNeverReturnedAndRecallHolds(t *testing.T) {
 			if err := ix.Delete("no-such-id"); err != nil {
 				t.Fatal(err)
 			}
-			if ix.Has(ids[0]) || !ix.Has(ids[1]) || ix.Len() != 2000-len(deleted) {
+			if ix.Has(ids[0]) || !ix.Has(ids[1]) || ix.Len() != n-len(deleted) {
 				t.Fatalf("Has/Len wrong after delete: Len=%d", ix.Len())
 			}
 			r := recall(t, ix.Search, ids, vecs, probes, 10, deleted)
@@ -171,8 +172,8 @@ func TestIndexDeletedIDsNeverReturnedAndRecallHolds(t *testing.T) {
 			if r := recall(t, ix.Search, ids, vecs, probes, 10, deleted); r < 0.95 {
 				t.Fatalf("recall@10 after compaction = %.3f, want ≥ 0.95", r)
 			}
-			if n := len(ix.IDs()); n != 2000-len(deleted) {
-				t.Fatalf("IDs has %d entries after compaction", n)
+			if got := len(ix.IDs()); got != n-len(deleted) {
+				t.Fatalf("IDs has %d entries after compaction", got)
 			}
 		})
 	}
@@ -181,15 +182,15 @@ func TestIndexDeletedIDsNeverReturnedAndRecallHolds(t *testing.T) {
 func TestIndexSaveLoadRoundTripGivesEqualResults(t *testing.T) {
 	for _, m := range indexModes {
 		t.Run(m.name, func(t *testing.T) {
-			ids, vecs, queries := dataset(1000, 20, 11)
+			ids, vecs, queries := dataset(graphSize(1000), 20, 11)
 			path := filepath.Join(t.TempDir(), "v.idx")
 			ix, err := Open(path, 384, m.opt)
 			if err != nil {
 				t.Fatal(err)
 			}
 			fill(t, ix, ids, vecs)
-			for i := 0; i < 100; i++ {
-				ix.Delete(ids[i*7])
+			for i := 0; i < len(ids); i += 7 {
+				ix.Delete(ids[i])
 			}
 			if err := ix.Save(); err != nil {
 				t.Fatal(err)
