@@ -196,6 +196,7 @@ func BenchmarkExactSearch(b *testing.B) {
 				for i, v := range all[:n] {
 					e.Add(fmt.Sprint(i), v)
 				}
+				b.ReportAllocs()
 				i := 0
 				for b.Loop() {
 					if _, err := e.Search(all[n+i%64], 10); err != nil {
@@ -205,5 +206,24 @@ func BenchmarkExactSearch(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkHNSWSearch times one top-10 HNSW search (efSearch 100) over 10k
+// clustered vectors and reports its allocations (the result slice only).
+func BenchmarkHNSWSearch(b *testing.B) {
+	all := synth.Clustered(10_064, 384, 100, 1, 42)
+	h, err := NewHNSW(384, 16, 100, 100, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i, v := range all[:10_000] {
+		h.Add(fmt.Sprint(i), v)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		h.Search(all[10_000+i%64], 10)
+		i++
 	}
 }

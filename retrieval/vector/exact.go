@@ -20,7 +20,14 @@ type Hit struct {
 type Exact struct {
 	st      *store
 	threads int
-	heaps   sync.Pool // *[]topK, one per worker
+	scratch sync.Pool // *exactScratch
+}
+
+// exactScratch is one search's working memory: a heap per worker and the
+// merged list.
+type exactScratch struct {
+	heaps []topK
+	list  []cand
 }
 
 // NewExact returns an empty exact index for dim-dimensional vectors whose
@@ -68,15 +75,15 @@ func (e *Exact) Search(q []float32, k int) ([]Hit, error) {
 	if minRows := 2048; n < workers*minRows {
 		workers = max(1, n/minRows)
 	}
-	hp, _ := e.heaps.Get().(*[]topK)
-	if hp == nil {
-		hp = new([]topK)
+	sc, _ := e.scratch.Get().(*exactScratch)
+	if sc == nil {
+		sc = new(exactScratch)
 	}
-	defer e.heaps.Put(hp)
-	if len(*hp) < workers {
-		*hp = make([]topK, workers)
+	defer e.scratch.Put(sc)
+	if len(sc.heaps) < workers {
+		sc.heaps = make([]topK, workers)
 	}
-	heaps := (*hp)[:workers]
+	heaps := sc.heaps[:workers]
 	if workers == 1 {
 		e.scan(q, k, 0, n, &heaps[0])
 	} else {
@@ -92,9 +99,9 @@ func (e *Exact) Search(q []float32, k int) ([]Hit, error) {
 			}
 		}
 	}
-	list := heaps[0].drain(nil)
-	out := make([]Hit, len(list))
-	for i, c := range list {
+	sc.list = heaps[0].drain(sc.list[:0])
+	out := make([]Hit, len(sc.list))
+	for i, c := range sc.list {
 		out[i] = Hit{ID: e.st.ids[c.id], Score: -c.d}
 	}
 	return out, nil
