@@ -18,8 +18,9 @@ type Options struct {
 	// HNSWThreshold is the number of live vectors above which the index
 	// switches from exact search to HNSW (default 50_000; negative: never).
 	// The switch builds the graph once, inside the Add that crosses the
-	// threshold (about a minute per 50k 384-d vectors on one core); the
-	// index stays on HNSW if it later shrinks.
+	// threshold (a minute or more per 50k 384-d vectors on one core) but
+	// without blocking searches or other writes; the index stays on HNSW if
+	// it later shrinks.
 	HNSWThreshold int
 	// M, EfConstruction and EfSearch are the HNSW parameters (defaults 16,
 	// 200, 100: recall@10 0.995 at 100k clustered 384-d vectors, see
@@ -64,6 +65,10 @@ type Index struct {
 	ex     *Exact
 	hn     *HNSW // nil while searching exactly
 	closed bool
+
+	building  bool        // an HNSW graph is being built outside the lock
+	pending   []pendingOp // writes made during the build
+	buildHook func()      // tests: runs before the build, without the lock
 }
 
 // Open returns the index stored at path for dim-dimensional vectors,
@@ -94,37 +99,79 @@ func Open(path string, dim int, opt Options) (*Index, error) {
 		}
 		ix.hn.level, ix.hn.links, ix.hn.entry, ix.hn.top = graph.level, graph.links, graph.entry, graph.top
 	}
-	if err := ix.maybeSwitch(); err != nil {
-		return nil, fmt.Errorf("vector: open %s: %w", path, err)
+	if ix.needsSwitch() {
+		if err := ix.finishSwitch(ix.startSwitch()); err != nil {
+			return nil, fmt.Errorf("vector: open %s: %w", path, err)
+		}
 	}
 	return ix, nil
 }
 
-// maybeSwitch builds the HNSW graph when the live count crosses the
-// threshold. The caller holds the write lock.
-func (ix *Index) maybeSwitch() error {
+// pendingOp is a write made while the HNSW graph was being built, replayed
+// onto the graph before it replaces the exact index. A nil vec is a delete.
+type pendingOp struct {
+	id  string
+	vec []float32
+}
+
+// needsSwitch reports whether the live count has crossed the threshold and
+// no graph exists or is being built. The caller holds the lock.
+func (ix *Index) needsSwitch() bool {
 	t := ix.opt.HNSWThreshold
-	if ix.hn != nil || t < 0 || len(ix.st.live) <= t {
+	return ix.hn == nil && !ix.building && t >= 0 && len(ix.st.live) > t
+}
+
+// startSwitch marks a build as running and returns a compacted copy of the
+// store to build the graph over. The caller holds the write lock.
+func (ix *Index) startSwitch() *store {
+	ix.building, ix.pending = true, nil
+	return ix.st.clone()
+}
+
+// finishSwitch builds the HNSW graph over snap without holding the lock
+// (searches and writes go on against the exact index meanwhile; writes are
+// also logged), then, under the write lock, replays the logged writes onto
+// the graph and swaps it in.
+func (ix *Index) finishSwitch(snap *store) error {
+	if ix.buildHook != nil {
+		ix.buildHook()
+	}
+	h, err := newHNSWOver(snap, ix.opt.M, ix.opt.EfConstruction, ix.opt.EfSearch, hnswSeed)
+	if err == nil {
+		for i := range snap.slots() {
+			h.insert(int32(i))
+		}
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ops := ix.pending
+	ix.building, ix.pending = false, nil
+	if err != nil {
+		return fmt.Errorf("vector: switch to HNSW: %w", err)
+	}
+	if ix.closed {
 		return nil
 	}
-	ix.st.compact()
-	h, err := newHNSWOver(ix.st, ix.opt.M, ix.opt.EfConstruction, ix.opt.EfSearch, hnswSeed)
-	if err != nil {
-		return err
+	for _, op := range ops {
+		if op.vec == nil {
+			h.Delete(op.id)
+		} else if err := h.Add(op.id, op.vec); err != nil {
+			return fmt.Errorf("vector: switch to HNSW: replay: %w", err)
+		}
 	}
-	for i := range ix.st.slots() {
-		h.insert(int32(i))
-	}
-	ix.hn = h
+	ix.st, ix.ex, ix.hn = snap, newExactOver(snap, ix.opt.Threads), h
 	return nil
 }
 
 // Add stores vec under id (a vector of the wrong dimension, or with NaN or
 // infinite elements, is an error); re-adding an id replaces its vector.
+// The Add that takes the live count above Options.HNSWThreshold also builds
+// the HNSW graph before it returns; searches and other writes are not
+// blocked meanwhile (they use the exact index until the graph is ready).
 func (ix *Index) Add(id string, vec []float32) error {
 	ix.mu.Lock()
-	defer ix.mu.Unlock()
 	if ix.closed {
+		ix.mu.Unlock()
 		return ErrClosed
 	}
 	var err error
@@ -133,10 +180,19 @@ func (ix *Index) Add(id string, vec []float32) error {
 	} else {
 		err = ix.ex.Add(id, vec)
 	}
-	if err != nil {
+	var snap *store
+	switch {
+	case err != nil:
+	case ix.building:
+		ix.pending = append(ix.pending, pendingOp{id, slices.Clone(vec)})
+	case ix.needsSwitch():
+		snap = ix.startSwitch()
+	}
+	ix.mu.Unlock()
+	if err != nil || snap == nil {
 		return err
 	}
-	return ix.maybeSwitch()
+	return ix.finishSwitch(snap)
 }
 
 // Delete removes id; a missing id is not an error. The space is reclaimed
@@ -151,6 +207,9 @@ func (ix *Index) Delete(id string) error {
 		ix.hn.Delete(id)
 	} else {
 		ix.ex.Delete(id)
+	}
+	if ix.building {
+		ix.pending = append(ix.pending, pendingOp{id: id})
 	}
 	return nil
 }

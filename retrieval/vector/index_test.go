@@ -296,3 +296,60 @@ func TestIndexConcurrentSearchDuringAdd(t *testing.T) {
 		t.Fatal("index did not switch to HNSW above its threshold")
 	}
 }
+
+func TestIndexSwitchKeepsWritesMadeDuringTheBuild(t *testing.T) {
+	ids, vecs, _ := dataset(300, 0, 19)
+	ix, err := Open(filepath.Join(t.TempDir(), "v.idx"), 384, Options{HNSWThreshold: 200, EfConstruction: 60})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(t, ix, ids[:200], vecs[:200])
+	if ix.UsesHNSW() {
+		t.Fatal("switched at the threshold, want only above it")
+	}
+	ran := false
+	ix.buildHook = func() {
+		ran = true
+		// The graph is being built without the lock: writes and searches
+		// must go through, against the exact index.
+		if err := ix.Delete(ids[0]); err != nil {
+			t.Error(err)
+		}
+		if err := ix.Add(ids[1], vecs[2]); err != nil { // replace
+			t.Error(err)
+		}
+		fill(t, ix, ids[201:], vecs[201:])
+		hits, err := ix.Search(vecs[250], 1)
+		if err != nil || len(hits) != 1 || hits[0].ID != ids[250] {
+			t.Errorf("search during the build: %v, %v", hits, err)
+		}
+		if ix.UsesHNSW() {
+			t.Error("HNSW in use before its build finished")
+		}
+	}
+	if err := ix.Add(ids[200], vecs[200]); err != nil {
+		t.Fatal(err)
+	}
+	if !ran || !ix.UsesHNSW() {
+		t.Fatalf("hook ran %v, UsesHNSW %v", ran, ix.UsesHNSW())
+	}
+	if ix.Len() != 299 || ix.Has(ids[0]) || !ix.Has(ids[299]) {
+		t.Fatalf("Len %d, Has(deleted) %v, Has(added during build) %v", ix.Len(), ix.Has(ids[0]), ix.Has(ids[299]))
+	}
+	hits, err := ix.Search(vecs[2], 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{hits[0].ID, hits[1].ID}
+	slices.Sort(got)
+	if want := []string{ids[1], ids[2]}; !slices.Equal(got, want) {
+		t.Fatalf("replaced vector: hits %v, want %v", got, want)
+	}
+	excluded := map[string]bool{ids[0]: true, ids[1]: true}
+	for i := 200; i < 300; i += 10 {
+		hits, err := ix.Search(vecs[i], 1)
+		if err != nil || hits[0].ID != ids[i] || excluded[hits[0].ID] {
+			t.Fatalf("vector %d added during the build: hits %v, %v", i, hits, err)
+		}
+	}
+}

@@ -67,6 +67,18 @@ func (s *store) remove(id string) int32 {
 	return slot
 }
 
+// clone returns a compacted copy of the store: its live slots, in order.
+func (s *store) clone() *store {
+	c := newStore(s.dim)
+	c.vecs = make([]float32, 0, len(s.live)*s.dim)
+	for i, id := range s.ids {
+		if !s.dead[i] {
+			c.add(id, s.vec(int32(i)))
+		}
+	}
+	return c
+}
+
 // compact drops dead slots and returns the old→new slot map (-1 for dead).
 func (s *store) compact() []int32 {
 	remap := make([]int32, len(s.ids))
