@@ -83,7 +83,7 @@ type layer struct {
 // Encoder embeds texts into unit-length vectors. It is safe for concurrent
 // use: calls to Embed are serialised, and each reuses the encoder's
 // scratch buffers, so steady-state calls allocate only their results and
-// the token ids.
+// the tokenizer's intermediate strings.
 type Encoder struct {
 	mu   sync.Mutex
 	pool *kernels.Pool
