@@ -104,8 +104,9 @@ type Encoder struct {
 }
 
 // Load reads a sentence-transformers BERT model directory: config.json,
-// model.safetensors (F32, F16 or BF16 weights; others are converted to
-// F32), tokenizer.json and, optionally, sentence_bert_config.json and
+// model.safetensors (F32 weights are used in place; F16, BF16 and F64 ones
+// are converted to F32; other types are an error), tokenizer.json and,
+// optionally, sentence_bert_config.json and
 // 1_Pooling/config.json (which must ask for mean pooling). The encoder owns
 // a kernels.Pool of opt.Threads workers; call Close to stop it.
 func Load(dir string, opt Options) (*Encoder, error) {
@@ -117,14 +118,14 @@ func Load(dir string, opt Options) (*Encoder, error) {
 		return nil, fmt.Errorf("bert: %s: %w", filepath.Join(dir, "config.json"), err)
 	}
 	maxTokens := opt.MaxTokens
-	var st struct {
+	var sbert struct {
 		MaxSeqLength int `json:"max_seq_length"`
 	}
-	if err := readJSON(filepath.Join(dir, "sentence_bert_config.json"), &st); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := readJSON(filepath.Join(dir, "sentence_bert_config.json"), &sbert); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("bert: %w", err)
 	}
 	if maxTokens == 0 {
-		maxTokens = st.MaxSeqLength
+		maxTokens = sbert.MaxSeqLength
 		if maxTokens == 0 {
 			maxTokens = cfg.MaxPositions
 		}
@@ -151,12 +152,12 @@ func Load(dir string, opt Options) (*Encoder, error) {
 	if tok.VocabSize() > cfg.VocabSize {
 		return nil, fmt.Errorf("bert: tokenizer has %d ids, the model %d", tok.VocabSize(), cfg.VocabSize)
 	}
-	st2, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
+	tensors, err := safetensors.Open(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		return nil, fmt.Errorf("bert: %w", err)
 	}
 	e := &Encoder{tok: tok, cfg: cfg, eps: float32(cfg.LayerNormEps), max: maxTokens}
-	if err := e.loadWeights(weights{st2}); err != nil {
+	if err := e.loadWeights(weights{tensors}); err != nil {
 		return nil, fmt.Errorf("bert: %s: %w", filepath.Join(dir, "model.safetensors"), err)
 	}
 	e.pool = kernels.NewPool(opt.Threads)
