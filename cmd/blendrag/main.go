@@ -43,6 +43,8 @@ func newRootCommand() *cobra.Command {
 	addModelCommands(root)
 	addGenerateCommands(root)
 	addBenchCommands(root)
+	addServiceCommands(root)
+	addEvalCommands(root)
 	return root
 }
 

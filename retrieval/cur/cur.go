@@ -14,7 +14,7 @@ import (
 
 	"gonum.org/v1/gonum/mat"
 
-	"github.com/blendrag/blendrag/retrieval/vector/atomicfile"
+	"github.com/blendrag/blendrag/internal/atomicfile"
 	"github.com/blendrag/blendrag/retrieval/vector/binfile"
 )
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/blendrag/blendrag/retrieval/vector/atomicfile"
+	"github.com/blendrag/blendrag/internal/atomicfile"
 )
 
 // ErrClosed is returned by the methods of a closed Index.
