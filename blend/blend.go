@@ -1,0 +1,461 @@
+package blend
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/blendrag/blendrag/kernels"
+	"github.com/blendrag/blendrag/model"
+)
+
+// Mode is how Prefill builds the context from the segments.
+type Mode string
+
+// The fusion modes (see the package documentation and DESIGN.md "Fusing").
+const (
+	ModeFull       Mode = "full"
+	ModePrefix     Mode = "prefix"
+	ModeReuse      Mode = "reuse"
+	ModeCacheBlend Mode = "cacheblend"
+	ModeAPE        Mode = "ape"
+)
+
+// Modes lists every mode, reference first.
+var Modes = []Mode{ModeFull, ModePrefix, ModeReuse, ModeCacheBlend, ModeAPE}
+
+// ParseMode returns the mode named s, or an error naming the valid ones.
+func ParseMode(s string) (Mode, error) {
+	if slices.Contains(Modes, Mode(s)) {
+		return Mode(s), nil
+	}
+	return "", fmt.Errorf("blend: unknown mode %q (want one of %v)", s, Modes)
+}
+
+// The defaults of Options.
+const (
+	DefaultRatio = 0.15 // CacheBlend recompute ratio
+	DefaultT     = 0.9  // APE attention temperature
+	DefaultS     = 0.9  // APE LSE scale
+)
+
+// Options choose the mode and its parameters.
+type Options struct {
+	Mode Mode
+	// Ratio is CacheBlend's recompute ratio r, 0 ≤ r ≤ 1, used as given
+	// (r = 0 is reuse); DefaultOptions sets DefaultRatio.
+	Ratio float64
+	// Gradual turns on CacheBlend's gradual filtering: layer 1 selects
+	// min(1, 2r) of the chunk rows, layer 2 narrows them to r by its own
+	// deviation.
+	Gradual bool
+	// T and S are APE's temperature and LSE scale; 0 means the default 0.9.
+	T, S float64
+}
+
+// DefaultOptions returns the options of mode with the default parameters.
+func DefaultOptions(mode Mode) Options {
+	return Options{Mode: mode, Ratio: DefaultRatio, T: DefaultT, S: DefaultS}
+}
+
+func (o *Options) normalize() error {
+	if _, err := ParseMode(string(o.Mode)); err != nil {
+		return err
+	}
+	if !(o.Ratio >= 0 && o.Ratio <= 1) {
+		return fmt.Errorf("blend: recompute ratio %v outside [0, 1]", o.Ratio)
+	}
+	if o.T == 0 {
+		o.T = DefaultT
+	}
+	if o.S == 0 {
+		o.S = DefaultS
+	}
+	if !(o.T > 0) || math.IsInf(o.T, 0) || !(o.S > 0) || math.IsInf(o.S, 0) {
+		return fmt.Errorf("blend: APE temperature %v and scale %v must be finite and > 0", o.T, o.S)
+	}
+	return nil
+}
+
+// Segments is a prompt as segments (DESIGN.md "The prompt as segments"),
+// each tokenized on its own: the shared prefix P, the chunk segments
+// ("\n\n" + chunk text) in prompt order, and the question Q.
+type Segments struct {
+	Prefix   []int32
+	Chunks   [][]int32
+	Question []int32
+}
+
+// Tokens returns the concatenated token ids of every segment — what full
+// prefills.
+func (s Segments) Tokens() []int32 {
+	out := slices.Clone(s.Prefix)
+	for _, c := range s.Chunks {
+		out = append(out, c...)
+	}
+	return append(out, s.Question...)
+}
+
+func (s Segments) validate() error {
+	if len(s.Question) == 0 {
+		return fmt.Errorf("blend: the question segment is empty")
+	}
+	for i, c := range s.Chunks {
+		if len(c) == 0 {
+			return fmt.Errorf("blend: chunk segment %d is empty", i)
+		}
+	}
+	return nil
+}
+
+// Stats describe one Prefill.
+type Stats struct {
+	// Rows is the number of rows of the fused context (P, chunks and Q).
+	Rows int
+	// Computed is, per layer, the number of rows whose attention and MLP
+	// were computed.
+	Computed []int
+	// Selected holds, for CacheBlend, the context rows (indices into
+	// Result.KV) of the chunk rows recomputed at the last layer.
+	Selected []int
+	// Load is the time spent waiting on the Source; Compute the time spent
+	// computing (shifting keys included).
+	Load, Compute time.Duration
+}
+
+// Result is a fused context ready for decoding.
+type Result struct {
+	KV     *model.KV          // the fused context (P, chunks, Q)
+	Logits []float32          // next-token logits after the last question row
+	Groups *kernels.KeyGroups // APE's key grouping, covering KV's rows (nil for other modes)
+	Stats  Stats
+}
+
+// Prefill builds the fused context for seg in opt.Mode and returns it with
+// the logits of the last question row. prefix is P's KV (EncodePrefix; it is
+// not modified and must hold seg.Prefix). src supplies the chunks' cached KV
+// for reuse, cacheblend and ape and is ignored by full and prefix, which
+// compute the chunks. Layer l's chunk KV is requested from src right before
+// layer l is computed, so a streaming source overlaps reading layer l+1 with
+// computing layer l. ctx is checked between layers.
+//
+// Positions: full, prefix, reuse and cacheblend place the chunks one after
+// another after P and Q after them; ape places every chunk at |P|.. (position
+// reuse) and Q at |P| + max|C_i|.
+func Prefill(ctx context.Context, m *model.Model, seg Segments, prefix *model.KV, src Source, opt Options) (*Result, error) {
+	return prefill(ctx, m, seg, prefix, src, opt, nil)
+}
+
+// tracer receives "load" right before a layer is requested from the source
+// and "compute" right before the layer is computed (tests check the order).
+type tracer func(event string, layer int)
+
+func prefill(ctx context.Context, m *model.Model, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*Result, error) {
+	if err := opt.normalize(); err != nil {
+		return nil, err
+	}
+	if err := seg.validate(); err != nil {
+		return nil, err
+	}
+	if err := checkPrefixKV(m, prefix, seg.Prefix); err != nil {
+		return nil, err
+	}
+	if trace == nil {
+		trace = func(string, int) {}
+	}
+	switch opt.Mode {
+	case ModeFull:
+		return prefillAll(ctx, m, model.NewKV(m.Config), seg.Tokens())
+	case ModePrefix:
+		return prefillAll(ctx, m, prefix.Clone(), seg.Tokens()[len(seg.Prefix):])
+	}
+	if src == nil {
+		return nil, fmt.Errorf("blend: mode %s needs a source of chunk KV", opt.Mode)
+	}
+	f, err := newFuser(m, seg, prefix, src, opt, trace)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Mode == ModeCacheBlend {
+		err = f.cacheBlend(ctx)
+	} else {
+		err = f.questionOnly(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	f.res.Stats.Rows = f.kv.Len()
+	return &f.res, nil
+}
+
+// prefillAll prefills tokens after the rows of kv (which it extends).
+func prefillAll(ctx context.Context, m *model.Model, kv *model.KV, tokens []int32) (*Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	logits, err := m.Forward(kv, tokens, model.Positions(kv.Len(), len(tokens)), false)
+	if err != nil {
+		return nil, fmt.Errorf("blend: prefill of %d tokens: %w", len(tokens), err)
+	}
+	st := Stats{Rows: kv.Len(), Compute: time.Since(start), Computed: make([]int, m.Config.Layers)}
+	for l := range st.Computed {
+		st.Computed[l] = len(tokens)
+	}
+	return &Result{KV: kv, Logits: logits, Stats: st}, nil
+}
+
+// fuser holds the fused context under construction for reuse, cacheblend
+// and ape: P's rows, then each chunk's rows (tokens and positions set, K/V
+// filled layer by layer from the source), then Q's rows.
+type fuser struct {
+	m     *model.Model
+	src   Source
+	opt   Options
+	trace tracer
+	kv    *model.KV
+	res   Result
+
+	chunkStart []int // first context row of each chunk; chunkStart[n] = first Q row
+	shifts     []shift
+	rope       *kernels.RoPETable
+}
+
+// shift is the RoPE rotation that moves a chunk from its cached positions
+// to its place (nil cos when the chunk does not move).
+type shift struct{ cos, sin []float32 }
+
+func newFuser(m *model.Model, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*fuser, error) {
+	c := m.Config
+	rope, err := kernels.NewRoPETable(c.HeadDim, c.RopeBase, c.RopeNeox, nil)
+	if err != nil {
+		return nil, fmt.Errorf("blend: %w", err)
+	}
+	f := &fuser{m: m, src: src, opt: opt, trace: trace, kv: prefix.Clone(), rope: rope}
+	np := prefix.Len()
+	next, longest := np, 0
+	for _, ch := range seg.Chunks {
+		at := next
+		if opt.Mode == ModeAPE {
+			at = np
+		}
+		var sh shift
+		if at != np {
+			sh = shift{make([]float32, c.HeadDim/2), make([]float32, c.HeadDim/2)}
+			rope.CosSin(at-np, sh.cos, sh.sin)
+		}
+		f.shifts = append(f.shifts, sh)
+		f.chunkStart = append(f.chunkStart, f.kv.Grow(ch, model.Positions(at, len(ch))))
+		next += len(ch)
+		longest = max(longest, len(ch))
+	}
+	qAt := next
+	if opt.Mode == ModeAPE {
+		qAt = np + longest
+	}
+	if qAt+len(seg.Question) > c.Context {
+		return nil, fmt.Errorf("blend: the fused prompt needs %d positions, the model has %d", qAt+len(seg.Question), c.Context)
+	}
+	f.chunkStart = append(f.chunkStart, f.kv.Grow(seg.Question, model.Positions(qAt, len(seg.Question))))
+	if opt.Mode == ModeAPE {
+		g := &kernels.KeyGroups{
+			Of:       make([]uint8, f.kv.Len()),
+			Temp:     []float32{1, float32(opt.T)},
+			LSEScale: []float32{1, float32(opt.S * opt.T)},
+		}
+		for r := f.chunkStart[0]; r < f.qStart(); r++ {
+			g.Of[r] = apeContextGroup
+		}
+		f.res.Groups = g
+	}
+	f.res.KV = f.kv
+	f.res.Stats.Computed = make([]int, c.Layers)
+	return f, nil
+}
+
+// apeContextGroup is the key group of chunk rows under APE; P, Q and
+// generated rows are in group 0 (temperature 1, LSE scale 1). The context
+// group has temperature T and LSE scale S·T, so the merge weights are
+// softmax([S·T·LSE_c, LSE_o]) as DESIGN.md states.
+const apeContextGroup = 1
+
+// qStart is the context row of the first question row.
+func (f *fuser) qStart() int { return f.chunkStart[len(f.chunkStart)-1] }
+
+// load requests layer l from the source and writes every chunk's cached keys
+// (rotated to the chunk's place) and values into the context.
+func (f *fuser) load(l int) error {
+	f.trace("load", l)
+	t0 := time.Now()
+	k, v, err := f.src.LoadLayer(l)
+	f.res.Stats.Load += time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("blend: loading layer %d of chunk KV: %w", l, err)
+	}
+	n := len(f.chunkStart) - 1
+	if len(k) != n || len(v) != n {
+		return fmt.Errorf("blend: source gave %d keys and %d values at layer %d for %d chunks", len(k), len(v), l, n)
+	}
+	t1 := time.Now()
+	d := f.kv.KVDim
+	c := f.m.Config
+	for i := 0; i < n; i++ {
+		lo, hi := f.chunkStart[i]*d, f.chunkStart[i+1]*d
+		if len(k[i]) != hi-lo || len(v[i]) != hi-lo {
+			return fmt.Errorf("blend: chunk %d at layer %d has %d keys and %d values, want %d rows × %d", i, l, len(k[i]), len(v[i]), (hi-lo)/d, d)
+		}
+		dstK := f.kv.K[l][lo:hi]
+		copy(dstK, k[i])
+		copy(f.kv.V[l][lo:hi], v[i])
+		if sh := f.shifts[i]; sh.cos != nil {
+			for r := 0; r < len(dstK); r += d {
+				f.rope.Rotate(dstK[r:r+d], c.KVHeads, sh.cos, sh.sin)
+			}
+		}
+	}
+	f.res.Stats.Compute += time.Since(t1)
+	return nil
+}
+
+// questionOnly computes only the question rows over the loaded chunk KV
+// (reuse and ape).
+func (f *fuser) questionOnly(ctx context.Context) error {
+	p, err := f.m.NewPass(f.kv, rowRange(f.qStart(), f.kv.Len()))
+	if err != nil {
+		return fmt.Errorf("blend: %w", err)
+	}
+	p.Groups = f.res.Groups
+	return f.run(ctx, p, p.Layer)
+}
+
+// run computes every layer of p with layer, each right after loading that
+// layer's chunk KV, then the logits of p's last row.
+func (f *fuser) run(ctx context.Context, p *model.Pass, layer func(l int) error) error {
+	for l := range f.m.Config.Layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := f.load(l); err != nil {
+			return err
+		}
+		f.trace("compute", l)
+		t0 := time.Now()
+		if err := layer(l); err != nil {
+			return fmt.Errorf("blend: layer %d: %w", l, err)
+		}
+		f.res.Stats.Computed[l] = p.N()
+		f.res.Stats.Compute += time.Since(t0)
+	}
+	f.logits(p)
+	return nil
+}
+
+func (f *fuser) logits(p *model.Pass) {
+	t0 := time.Now()
+	f.res.Logits = make([]float32, f.m.Config.Vocab)
+	p.Logits(f.res.Logits, []int{p.N() - 1})
+	f.res.Stats.Compute += time.Since(t0)
+}
+
+// cacheBlend runs DESIGN.md's CacheBlend variant over the chunk and question
+// rows. Layer 0 keeps the cached K/V of chunk rows (they depend on the token
+// and position only) and computes every row's hidden state. Layer 1 computes
+// fresh K/V for all rows and selects the ⌈r·N⌉ chunk rows whose values
+// deviate most from the cache, plus every question row; from then on only
+// selected rows are written and computed, each attending by position to the
+// context as it stands (fresh K/V for selected rows, cache for the others).
+func (f *fuser) cacheBlend(ctx context.Context) error {
+	p, err := f.m.NewPass(f.kv, rowRange(f.chunkStart[0], f.kv.Len()))
+	if err != nil {
+		return fmt.Errorf("blend: %w", err)
+	}
+	nChunk := f.qStart() - f.chunkStart[0]
+	r := f.opt.Ratio
+	err = f.run(ctx, p, func(l int) error {
+		p.QKV(l)
+		switch {
+		case l == 0:
+			p.WriteKV(l, f.questionIndices(p))
+		case l == 1 || (l == 2 && f.opt.Gradual):
+			frac := r
+			if l == 1 && f.opt.Gradual {
+				frac = min(1, 2*r)
+			}
+			sel := f.selectRows(p, l, ceilRows(frac, nChunk))
+			p.WriteKV(l, sel)
+			p.Keep(sel)
+		default:
+			p.WriteKV(l, nil)
+		}
+		return p.AttendMLP(l)
+	})
+	if err != nil {
+		return err
+	}
+	for _, row := range p.Rows {
+		if row < f.qStart() {
+			f.res.Stats.Selected = append(f.res.Stats.Selected, row)
+		}
+	}
+	return nil
+}
+
+// ceilRows is ⌈frac·n⌉, tolerant of rounding in frac·n.
+func ceilRows(frac float64, n int) int {
+	return min(n, int(math.Ceil(frac*float64(n)-1e-9)))
+}
+
+// questionIndices returns the indices into p.Rows of the question rows.
+func (f *fuser) questionIndices(p *model.Pass) []int {
+	var idx []int
+	for i, row := range p.Rows {
+		if row >= f.qStart() {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// selectRows returns, ascending, the indices into p.Rows of the k chunk rows
+// whose fresh values at layer l deviate most from the context's values
+// (d_j = ‖V_new[j] − V_old[j]‖², ties to the earlier row) and of every
+// question row.
+func (f *fuser) selectRows(p *model.Pass, l, k int) []int {
+	d := f.kv.KVDim
+	type dev struct {
+		i int
+		d float64
+	}
+	var devs []dev
+	for i, row := range p.Rows {
+		if row >= f.qStart() {
+			break
+		}
+		fresh, old := p.V[i*d:(i+1)*d], f.kv.V[l][row*d:(row+1)*d]
+		var s float64
+		for j := range fresh {
+			x := float64(fresh[j] - old[j])
+			s += x * x
+		}
+		devs = append(devs, dev{i, s})
+	}
+	slices.SortStableFunc(devs, func(a, b dev) int { return cmp.Compare(b.d, a.d) })
+	sel := make([]int, 0, k+len(p.Rows)-len(devs))
+	for _, x := range devs[:min(k, len(devs))] {
+		sel = append(sel, x.i)
+	}
+	slices.Sort(sel)
+	return append(sel, f.questionIndices(p)...)
+}
+
+// rowRange returns lo, lo+1, …, hi−1.
+func rowRange(lo, hi int) []int {
+	rows := make([]int, hi-lo)
+	for i := range rows {
+		rows[i] = lo + i
+	}
+	return rows
+}
