@@ -101,6 +101,11 @@ type Store struct {
 
 	putMu sync.Mutex // serialises Puts, so two never interleave their layers
 
+	closeOnce sync.Once
+	closeErr  error
+	stopGC    chan struct{} // closed by Close
+	gcDone    chan struct{}
+
 	mu    sync.Mutex // guards the fields below
 	index map[string]*entry
 	lru   *list.List // of *entry, most recently used first
@@ -170,7 +175,34 @@ func Open(dir string, opt Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	s.stopGC, s.gcDone = make(chan struct{}), make(chan struct{})
+	go s.gcLoop()
 	return s, nil
+}
+
+// gcInterval is how often the value log is garbage-collected.
+const gcInterval = 10 * time.Minute
+
+// gcLoop rewrites value-log files that are at least half garbage (large
+// values of evicted or deleted chunks) until Close.
+func (s *Store) gcLoop() {
+	defer close(s.gcDone)
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopGC:
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+				select {
+				case <-s.stopGC:
+					return
+				default:
+				}
+			}
+		}
+	}
 }
 
 // readValue is the default layer reader.
@@ -289,8 +321,16 @@ func sign(x int64) int64 {
 	return 0
 }
 
-// Close persists the last-use times and closes the database.
+// Close persists the last-use times and closes the database. Loaders must
+// be closed first. Later calls return the first call's result.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Store) close() error {
+	close(s.stopGC)
+	<-s.gcDone
 	s.mu.Lock()
 	wb := s.db.NewWriteBatch()
 	for _, e := range s.index {

@@ -696,3 +696,42 @@ func TestPutRejectsMalformedKV(t *testing.T) {
 }
 
 func nanf() float64 { var z float64; return z / z }
+
+// capture records the messages and levels of log records.
+type capture struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (c *capture) Enabled(context.Context, slog.Level) bool { return true }
+func (c *capture) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	c.recs = append(c.recs, r)
+	c.mu.Unlock()
+	return nil
+}
+func (c *capture) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *capture) WithGroup(string) slog.Handler      { return c }
+
+func TestBadgerLogsGoThroughLoggerWithInfoAsDebug(t *testing.T) {
+	c := &capture{}
+	s, err := Open(t.TempDir(), Options{Logger: slog.New(c), DiskBudget: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, r := range c.recs {
+		if len(r.Message) > 7 && r.Message[:7] == "badger:" {
+			n++
+			if r.Level == slog.LevelInfo {
+				t.Errorf("badger record at info: %q", r.Message)
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no badger log records reached the logger")
+	}
+}
