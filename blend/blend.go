@@ -261,14 +261,7 @@ func newFuser(m *model.Model, seg Segments, prefix *model.KV, src Source, opt Op
 	}
 	f.chunkStart = append(f.chunkStart, f.kv.Grow(seg.Question, model.Positions(qAt, len(seg.Question))))
 	if opt.Mode == ModeAPE {
-		g := &kernels.KeyGroups{
-			Of:       make([]uint8, f.kv.Len()),
-			Temp:     []float32{1, float32(opt.T)},
-			LSEScale: []float32{1, float32(opt.S * opt.T)},
-		}
-		for r := f.chunkStart[0]; r < f.qStart(); r++ {
-			g.Of[r] = apeContextGroup
-		}
+		g := apeGroups(f.kv.Len(), f.chunkStart[0], f.qStart(), opt.T, opt.S)
 		f.res.Groups = g
 	}
 	f.res.KV = f.kv
@@ -276,11 +269,22 @@ func newFuser(m *model.Model, seg Segments, prefix *model.KV, src Source, opt Op
 	return f, nil
 }
 
-// apeContextGroup is the key group of chunk rows under APE; P, Q and
-// generated rows are in group 0 (temperature 1, LSE scale 1). The context
-// group has temperature T and LSE scale S·T, so the merge weights are
+// apeGroups returns APE's key grouping of a context of n rows whose chunk
+// rows are [lo, hi): chunk rows form the context group, with temperature T
+// and LSE scale S·T; P, Q and generated rows form group 0 (temperature 1,
+// LSE scale 1). Attention then merges the groups with weights
 // softmax([S·T·LSE_c, LSE_o]) as DESIGN.md states.
-const apeContextGroup = 1
+func apeGroups(n, lo, hi int, t, s float64) *kernels.KeyGroups {
+	g := &kernels.KeyGroups{
+		Of:       make([]uint8, n),
+		Temp:     []float32{1, float32(t)},
+		LSEScale: []float32{1, float32(s * t)},
+	}
+	for r := lo; r < hi; r++ {
+		g.Of[r] = 1
+	}
+	return g
+}
 
 // qStart is the context row of the first question row.
 func (f *fuser) qStart() int { return f.chunkStart[len(f.chunkStart)-1] }

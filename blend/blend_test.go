@@ -382,3 +382,85 @@ func TestTextOutHoldsBackStopPrefixesAndPartialRunes(t *testing.T) {
 		})
 	}
 }
+
+// TestAPEGroupsFollowTheDesignFormula checks the grouping Prefill gives
+// attention against DESIGN.md's APE formula computed directly in float64:
+// (O_c, LSE_c) over the chunk keys with scale 1/(T·√d), (O_o, LSE_o) over
+// the other visible keys with 1/√d, output w_c·O_c + w_o·O_o with
+// [w_c, w_o] = softmax([S·T·LSE_c, LSE_o]).
+func TestAPEGroupsFollowTheDesignFormula(t *testing.T) {
+	const d, nKeys, lo, hi = 16, 40, 5, 29
+	r := rand.New(rand.NewPCG(3, 4))
+	rnd := func(n int) []float32 {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		return x
+	}
+	q, keys, vals := rnd(d), rnd(nKeys*d), rnd(nKeys*d)
+	pos := make([]int32, nKeys)
+	for j := range pos {
+		switch {
+		case j < lo:
+			pos[j] = int32(j)
+		case j < hi: // two chunks sharing positions lo..
+			pos[j] = int32(lo + (j-lo)%12)
+		default:
+			pos[j] = int32(lo + 12 + j - hi)
+		}
+	}
+	qPos := pos[nKeys-3] // a question row: later rows are masked
+	for _, ts := range [][2]float64{{0.9, 0.9}, {0.7, 1.3}, {1, 1}} {
+		T, S := ts[0], ts[1]
+		want := make([]float64, d)
+		var o [2][]float64
+		var lse [2]float64
+		for grp := range 2 {
+			scale := 1 / math.Sqrt(d)
+			if grp == 1 {
+				scale /= T
+			}
+			var sc []float64
+			var idx []int
+			for j := range nKeys {
+				if (j >= lo && j < hi) != (grp == 1) || pos[j] > qPos {
+					continue
+				}
+				s := 0.0
+				for i := range d {
+					s += float64(q[i]) * float64(keys[j*d+i])
+				}
+				sc = append(sc, s*scale)
+				idx = append(idx, j)
+			}
+			mx := slices.Max(sc)
+			sum := 0.0
+			o[grp] = make([]float64, d)
+			for k, j := range idx {
+				w := math.Exp(sc[k] - mx)
+				sum += w
+				for i := range d {
+					o[grp][i] += w * float64(vals[j*d+i])
+				}
+			}
+			for i := range d {
+				o[grp][i] /= sum
+			}
+			lse[grp] = mx + math.Log(sum)
+		}
+		zc, zo := S*T*lse[1], lse[0]
+		wc := 1 / (1 + math.Exp(zo-zc))
+		for i := range d {
+			want[i] = wc*o[1][i] + (1-wc)*o[0][i]
+		}
+		got := make([]float32, d)
+		var scratch kernels.AttnScratch
+		kernels.Attend(got, q, keys, vals, pos, qPos, kernels.AttnShape{Heads: 1, KVHeads: 1, HeadDim: d}, 0, apeGroups(nKeys, lo, hi, T, S), &scratch)
+		for i := range d {
+			if math.Abs(float64(got[i])-want[i]) > 1e-5 {
+				t.Errorf("T=%v S=%v: output[%d] = %v, formula %v", T, S, i, got[i], want[i])
+			}
+		}
+	}
+}
