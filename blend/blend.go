@@ -126,6 +126,29 @@ type Stats struct {
 	Load, Compute time.Duration
 }
 
+// LoadPerLayer is the mean time waited on the source per layer — the
+// loadPerLayer estimate AutoRatio takes.
+func (s Stats) LoadPerLayer() time.Duration {
+	if len(s.Computed) == 0 {
+		return 0
+	}
+	return s.Load / time.Duration(len(s.Computed))
+}
+
+// ComputePerRow is the compute time per row-layer (one row through one
+// layer) — the recomputePerRow estimate AutoRatio takes. It is 0 when no
+// row was computed.
+func (s Stats) ComputePerRow() time.Duration {
+	n := 0
+	for _, c := range s.Computed {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	return s.Compute / time.Duration(n)
+}
+
 // Result is a fused context ready for decoding.
 type Result struct {
 	KV     *model.KV          // the fused context (P, chunks, Q)

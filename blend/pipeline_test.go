@@ -190,3 +190,16 @@ func TestPrefillRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+func TestStatsEstimatesAreMeansOverLayersAndRows(t *testing.T) {
+	s := Stats{Computed: []int{10, 4, 4, 2}, Load: 40 * time.Millisecond, Compute: 200 * time.Millisecond}
+	if got := s.LoadPerLayer(); got != 10*time.Millisecond {
+		t.Errorf("LoadPerLayer = %v, want 10ms", got)
+	}
+	if got := s.ComputePerRow(); got != 10*time.Millisecond {
+		t.Errorf("ComputePerRow = %v, want 10ms", got)
+	}
+	if (Stats{}).LoadPerLayer() != 0 || (Stats{}).ComputePerRow() != 0 {
+		t.Errorf("empty stats give non-zero estimates")
+	}
+}
