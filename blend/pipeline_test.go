@@ -203,3 +203,42 @@ func TestStatsEstimatesAreMeansOverLayersAndRows(t *testing.T) {
 		t.Errorf("empty stats give non-zero estimates")
 	}
 }
+
+// holeySource is a store that lost one chunk: it returns nil for it.
+type holeySource struct {
+	inner Source
+	lost  int
+}
+
+func (s holeySource) LoadLayer(l int) (k, v [][]float32, err error) {
+	k, v, err = s.inner.LoadLayer(l)
+	if err == nil {
+		k, v = slices.Clone(k), slices.Clone(v)
+		k[s.lost], v[s.lost] = nil, nil
+	}
+	return k, v, err
+}
+
+func TestOverrideRecomputedChunkEqualsIntactStore(t *testing.T) {
+	m := modeltest.New(t, specs()[0])
+	f := newFixture(t, m, 24, 7, 12, 9)
+	intact := f.prefill(t, DefaultOptions(ModeCacheBlend))
+	holey := holeySource{MemorySource(f.chunks), 1}
+	if _, err := Prefill(context.Background(), m, f.seg, f.prefix, holey, DefaultOptions(ModeCacheBlend)); err == nil {
+		t.Fatalf("a missing chunk was accepted")
+	}
+	again, err := EncodeChunk(m, f.prefix, f.seg.Chunks[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Prefill(context.Background(), m, f.seg, f.prefix, Override(holey, map[int]*model.KV{1: again}), DefaultOptions(ModeCacheBlend))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(intact.Logits, res.Logits) {
+		t.Errorf("the recomputed chunk changed the logits")
+	}
+	if _, _, err := Override(holey, map[int]*model.KV{5: again}).LoadLayer(0); err == nil {
+		t.Errorf("override of a chunk the source does not have was accepted")
+	}
+}

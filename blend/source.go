@@ -3,6 +3,7 @@ package blend
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/blendrag/blendrag/model"
 )
@@ -92,4 +93,37 @@ func (p *prefetcher) LoadLayer(l int) (k, v [][]float32, err error) {
 	case <-p.ctx.Done():
 		return nil, nil, p.ctx.Err()
 	}
+}
+
+// Override serves the chunks in over (by prompt index) from memory and every
+// other chunk from src; src may return nil for an overridden chunk. It is how
+// a chunk whose stored KV is missing or corrupt is recomputed (EncodeChunk)
+// and fused with the rest.
+func Override(src Source, over map[int]*model.KV) Source {
+	return overrideSource{src, over}
+}
+
+type overrideSource struct {
+	src  Source
+	over map[int]*model.KV
+}
+
+func (s overrideSource) LoadLayer(l int) (k, v [][]float32, err error) {
+	if k, v, err = s.src.LoadLayer(l); err != nil {
+		return nil, nil, err
+	}
+	if len(k) != len(v) {
+		return nil, nil, fmt.Errorf("blend: source gave %d keys and %d values at layer %d", len(k), len(v), l)
+	}
+	k, v = slices.Clone(k), slices.Clone(v)
+	for i, c := range s.over {
+		if i < 0 || i >= len(k) {
+			return nil, nil, fmt.Errorf("blend: override of chunk %d, the source has %d", i, len(k))
+		}
+		if c == nil || l < 0 || l >= c.Layers() {
+			return nil, nil, fmt.Errorf("blend: override of chunk %d has no layer %d", i, l)
+		}
+		k[i], v[i] = c.K[l], c.V[l]
+	}
+	return k, v, nil
 }
