@@ -122,6 +122,7 @@ func (s *Service) ingestParsed(ctx context.Context, p *retrieval.Parsed, start t
 		return res, fmt.Errorf("ingest %s: commit: %w", p.Doc.FileName, err)
 	}
 	progress(Progress{Stage: "commit", Done: 1, Total: 1})
+	s.kickPrecompute()
 	rec, _, err = s.cat.doc(id)
 	if err != nil {
 		return res, fmt.Errorf("ingest %s: %w", p.Doc.FileName, err)
@@ -308,6 +309,13 @@ func (s *Service) unindex(orphans []chunkRecord) error {
 	}
 	if err := s.dense.Save(); err != nil {
 		return fmt.Errorf("dense index: %w", err)
+	}
+	if s.eng != nil {
+		for _, id := range ids {
+			if err := s.eng.store.DeleteChunk(id); err != nil {
+				return fmt.Errorf("kv store: %w", err)
+			}
+		}
 	}
 	if s.cur != nil {
 		if err := s.cur.Save(); err != nil {

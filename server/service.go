@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/blendrag/blendrag/internal/atomicfile"
+	"github.com/blendrag/blendrag/kvstore"
 	"github.com/blendrag/blendrag/model/bert"
 	"github.com/blendrag/blendrag/model/fetch"
 	"github.com/blendrag/blendrag/model/tokenizer"
@@ -57,6 +58,17 @@ type Config struct {
 	// EmbedBatch is how many chunks are embedded per call; default 16.
 	EmbedBatch int
 
+	// NoGenerator skips loading the generator and the KV store: the service
+	// ingests and searches but cannot answer (Ask fails), and no chunk KV is
+	// precomputed. For retrieval-only tools and tests.
+	NoGenerator bool
+	// KV configures the chunk KV store (DIR/kv).
+	KV kvstore.Options
+	// System and Instruction override the shared prefix P's texts
+	// (blend.DefaultSystem, blend.DefaultInstruction). Changing them
+	// invalidates stored chunk KV (it is recomputed under the new P).
+	System, Instruction string
+
 	// Logger receives operational logs; default discards them.
 	Logger *slog.Logger
 }
@@ -76,6 +88,7 @@ type Service struct {
 	bm25    *retrieval.BM25
 	dense   *vector.Index
 	cur     *cur.Index // nil without a cross-encoder
+	eng     *engine    // nil with NoGenerator
 
 	write sync.Mutex // serialises ingest, delete and recovery
 }
@@ -153,8 +166,16 @@ func Open(cfg Config) (s *Service, err error) {
 			return nil, fmt.Errorf("server: %w", err)
 		}
 	}
+	if !cfg.NoGenerator {
+		if err := s.openEngine(); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
 	if err := s.recover(context.Background()); err != nil {
 		return nil, fmt.Errorf("server: recovery: %w", err)
+	}
+	if s.eng != nil {
+		s.startPrecompute()
 	}
 	return s, nil
 }
@@ -185,6 +206,7 @@ func (s *Service) checkMeta() error {
 // Close releases the stores. It is safe to call on a partly opened Service.
 func (s *Service) Close() error {
 	var errs []error
+	errs = append(errs, s.closeEngine())
 	if s.cur != nil {
 		errs = append(errs, s.cur.Save())
 	}

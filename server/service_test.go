@@ -23,7 +23,7 @@ func openTest(t testing.TB, dir string) *Service {
 	if _, err := os.Stat(fetch.GeneratorPath(fetch.Dir())); err != nil {
 		t.Skip("default models not present: run `make models`")
 	}
-	s, err := Open(Config{DataDir: dir, Threads: 2})
+	s, err := Open(Config{DataDir: dir, Threads: 2, NoGenerator: true})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -229,7 +229,7 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("helper process for TestKill9DuringIngestLeavesConsistentStore")
 	}
-	s, err := Open(Config{DataDir: dir, Threads: 1})
+	s, err := Open(Config{DataDir: dir, Threads: 1, NoGenerator: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
 		os.Exit(3)
