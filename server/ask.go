@@ -44,9 +44,9 @@ type Citation struct {
 // Timings break down where a question's time went.
 type Timings struct {
 	Retrieve   time.Duration `json:"retrieve_ns"`
-	KVLoad     time.Duration `json:"kv_load_ns"`    // reading and decoding cached chunk KV (waits on the store)
-	KVMissing  int           `json:"kv_missing"`    // chunks whose KV had to be computed now
-	Recompute  time.Duration `json:"recompute_ns"`  // fusion compute (recomputed rows, question rows)
+	KVLoad     time.Duration `json:"kv_load_ns"`     // reading and decoding cached chunk KV (waits on the store)
+	KVMissing  int           `json:"kv_missing"`     // chunks whose KV had to be computed now
+	Recompute  time.Duration `json:"recompute_ns"`   // fusion compute (recomputed rows, question rows)
 	FirstToken time.Duration `json:"first_token_ns"` // from the request to the first token's logits
 	Decode     time.Duration `json:"decode_ns"`
 	Tokens     int           `json:"tokens"`
