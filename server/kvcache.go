@@ -231,3 +231,15 @@ func (s *Service) closeEngine() error {
 	}
 	return errors.Join(errs...)
 }
+
+// KVPending counts committed chunks whose KV has never been computed.
+func (s *Service) KVPending() int {
+	if s.eng == nil {
+		return 0
+	}
+	todo, err := s.pendingKV()
+	if err != nil {
+		return -1
+	}
+	return len(todo)
+}

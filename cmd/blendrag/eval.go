@@ -118,6 +118,7 @@ func addEvalCommands(root *cobra.Command) {
 			if err != nil {
 				return err
 			}
+			df.noGenerator = true // retrieval only
 			svc, err := df.open(cmd)
 			if err != nil {
 				return err

@@ -45,6 +45,7 @@ func newRootCommand() *cobra.Command {
 	addBenchCommands(root)
 	addServiceCommands(root)
 	addEvalCommands(root)
+	addAskCommand(root)
 	return root
 }
 
