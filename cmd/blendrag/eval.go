@@ -172,6 +172,7 @@ func addEvalCommands(root *cobra.Command) {
 	retr.Flags().StringSliceVar(&retrievers, "retrievers", []string{"bm25", "dense", "hybrid"}, "retrievers to evaluate")
 	retr.MarkFlagRequired("dataset")
 	eval.AddCommand(retr)
+	addEvalBlendCommand(eval)
 	root.AddCommand(eval)
 }
 

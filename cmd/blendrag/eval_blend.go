@@ -1,0 +1,692 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/blendrag/blendrag/blend"
+	"github.com/blendrag/blendrag/model"
+)
+
+// The pinned settings of eval blend (issue 6 item 6).
+const (
+	evalBlendInstruction = "Answer the question from the passages below in a few words."
+	evalBlendMaxTokens   = 32 // answer tokens generated per mode
+	evalBlendForced      = 16 // full's answer tokens checked by teacher forcing
+	evalBlendResamples   = 1000
+	evalBlendSeed        = 20250101 // bootstrap seed
+)
+
+// blendAnswer is one greedy answer scored against the gold answers.
+type blendAnswer struct {
+	Answer string  `json:"answer"`
+	F1     float64 `json:"f1"`
+	EM     float64 `json:"em"`
+}
+
+// blendModeRecord is one mode's outcome on one question.
+type blendModeRecord struct {
+	blendAnswer
+	// KL is the first-token KL divergence KL(full ‖ mode) in nats.
+	KL float64 `json:"kl"`
+	// Agreement is the share of full's first ≤16 answer tokens that the
+	// mode ranks top-1 given full's preceding tokens (teacher forcing).
+	Agreement float64 `json:"agreement"`
+	Forced    int     `json:"forced_tokens"`
+	// AnswerAgreement is 1 when the normalised greedy answer equals full's.
+	AnswerAgreement float64 `json:"answer_agreement"`
+	TTFTMS          float64 `json:"ttft_ms"`
+	// RowLayers is the number of (row, layer) pairs the prefill computed.
+	RowLayers int `json:"row_layers"`
+}
+
+// blendRecord is one question's line in the JSONL output.
+type blendRecord struct {
+	Index         int                        `json:"index"`
+	Question      string                     `json:"question"`
+	Answers       []string                   `json:"answers"`
+	Model         string                     `json:"model"` // fingerprint
+	Ratio         float64                    `json:"ratio"`
+	MaxContext    int                        `json:"max_context"`
+	Chunks        int                        `json:"chunks"`
+	Passages      int                        `json:"passages"`
+	Tokens        int                        `json:"tokens"` // full's prefill tokens (P, chunks, Q)
+	KVPrecomputeS float64                    `json:"kv_precompute_s"`
+	NoContext     blendAnswer                `json:"no_context"`
+	Modes         map[string]blendModeRecord `json:"modes"`
+}
+
+// interval is a mean with its 95% bootstrap interval.
+type interval struct {
+	Mean float64 `json:"mean"`
+	Lo   float64 `json:"lo"`
+	Hi   float64 `json:"hi"`
+}
+
+// blendModeSummary aggregates one mode over the questions.
+type blendModeSummary struct {
+	KL              interval `json:"kl"`
+	Agreement       interval `json:"agreement"`
+	AnswerAgreement interval `json:"answer_agreement"`
+	F1              interval `json:"f1"`
+	EM              interval `json:"em"`
+	TTFTP50MS       float64  `json:"ttft_p50_ms"`
+	TTFTP90MS       float64  `json:"ttft_p90_ms"`
+	// SpeedupMedians is median TTFT(full) / median TTFT(mode);
+	// SpeedupMean the mean over questions of TTFT(full)/TTFT(mode).
+	SpeedupMedians float64 `json:"speedup_ratio_of_medians"`
+	SpeedupMean    float64 `json:"speedup_mean_of_ratios"`
+}
+
+// blendSummary is eval blend's result.
+type blendSummary struct {
+	Dataset            string                      `json:"dataset"`
+	Questions          int                         `json:"questions"`
+	Ratio              float64                     `json:"ratio"`
+	MeanChunks         float64                     `json:"mean_chunks"`
+	MeanTokens         float64                     `json:"mean_tokens"`
+	KVPrecomputeS      float64                     `json:"kv_precompute_s"`
+	FullTokensPerS     float64                     `json:"full_prefill_tokens_per_s"`
+	NoContextF1        interval                    `json:"no_context_f1"`
+	NoContextEM        interval                    `json:"no_context_em"`
+	FullMinusNoContext interval                    `json:"f1_full_minus_no_context"`
+	FullBeatsNoContext bool                        `json:"full_beats_no_context"`
+	Modes              map[string]blendModeSummary `json:"modes"`
+	Order              []string                    `json:"mode_order"`
+}
+
+// evalBlendFlags are the flags of eval blend.
+type evalBlendFlags struct {
+	ef         engineFlags
+	dataset    string
+	data       string
+	out        string
+	limit      int
+	modes      []string
+	ratio      float64
+	maxContext int
+	json       bool
+}
+
+// addEvalBlendCommand registers `eval blend` under eval.
+func addEvalBlendCommand(eval *cobra.Command) {
+	var fl evalBlendFlags
+	cmd := &cobra.Command{
+		Use:   "blend --dataset FILE [--limit N] [--modes LIST] [--out F.jsonl] [--json]",
+		Short: "Fusion fidelity (KL, agreement), F1/EM and TTFT of each blend mode against full prefill",
+		Long: "blend answers each question from its own passages (one chunk per passage, in the dataset's\n" +
+			"order, as many as fit the context budget; no retrieval — --data is accepted and unused).\n" +
+			"Chunk KV is precomputed first (kv_precompute_s, in memory); then each mode prefills and\n" +
+			"answers greedily (at most 32 tokens, stop at a newline, the prompt asks for a few words).\n" +
+			"Per mode: first-token KL(full ‖ mode), teacher-forced agreement with full's first 16 answer\n" +
+			"tokens, answer agreement, F1/EM against gold (with a no-context baseline), TTFT = wall time\n" +
+			"of the prefill. One JSONL line per question goes to --out; a rerun skips the questions\n" +
+			"already there. The summary has 95% bootstrap intervals (1000 resamples, fixed seed).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runEvalBlend(cmd, &fl) },
+	}
+	fl.ef.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&fl.dataset, "dataset", "", "dataset JSON (e.g. ../shared/eval/musique_dev.json)")
+	f.StringVar(&fl.data, "data", "", "accepted for symmetry with ask; unused (passages come from the dataset)")
+	f.StringVar(&fl.out, "out", "", "JSONL file of per-question results (appended; resumes a previous run)")
+	f.IntVar(&fl.limit, "limit", 0, "evaluate only the first N questions (0 = all)")
+	f.StringSliceVar(&fl.modes, "modes", modeNames(blend.Modes), "modes to evaluate (full is always run: it is the reference)")
+	f.Float64Var(&fl.ratio, "ratio", blend.DefaultRatio, "CacheBlend recompute ratio r in [0, 1]")
+	f.IntVar(&fl.maxContext, "max-context", 0, "cap the context budget at N tokens (0 = the model's context length)")
+	f.BoolVar(&fl.json, "json", false, "print the summary as JSON")
+	cmd.MarkFlagRequired("dataset")
+	eval.AddCommand(cmd)
+}
+
+func modeNames(ms []blend.Mode) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = string(m)
+	}
+	return out
+}
+
+// parseEvalModes parses names, puts full first (adding it if missing) and
+// drops repeats.
+func parseEvalModes(names []string) ([]blend.Mode, error) {
+	out := []blend.Mode{blend.ModeFull}
+	for _, n := range names {
+		m, err := blend.ParseMode(strings.TrimSpace(n))
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, m) {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
+	modes, err := parseEvalModes(fl.modes)
+	if err != nil {
+		return err
+	}
+	if !(fl.ratio >= 0 && fl.ratio <= 1) {
+		return fmt.Errorf("--ratio %v outside [0, 1]", fl.ratio)
+	}
+	if fl.limit < 0 || fl.maxContext < 0 {
+		return fmt.Errorf("--limit and --max-context must be ≥ 0")
+	}
+	items, err := loadDataset(fl.dataset)
+	if err != nil {
+		return err
+	}
+	if fl.limit > 0 && fl.limit < len(items) {
+		items = items[:fl.limit]
+	}
+	m, err := fl.ef.load(cmd)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	r, err := newBlendRunner(m, modes, fl.ratio, fl.maxContext)
+	if err != nil {
+		return err
+	}
+	done := map[int]blendRecord{}
+	var out *os.File
+	if fl.out != "" {
+		if done, err = readBlendRecords(fl.out); err != nil {
+			return err
+		}
+		if out, err = os.OpenFile(fl.out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+			return err
+		}
+		defer out.Close()
+	}
+	var recs []blendRecord
+	logw := cmd.ErrOrStderr()
+	for i, it := range items {
+		if rec, ok := done[i]; ok && r.matches(rec) {
+			recs = append(recs, rec)
+			continue
+		} else if ok && !r.compatible(rec) {
+			return fmt.Errorf("%s: question %d was measured with another model, ratio or context cap; use another --out", fl.out, i)
+		}
+		start := time.Now()
+		rec, err := r.question(cmd.Context(), i, it)
+		if err != nil {
+			return fmt.Errorf("question %d: %w", i, err)
+		}
+		if out != nil {
+			if err := appendBlendRecord(out, rec); err != nil {
+				return fmt.Errorf("%s: %w", fl.out, err)
+			}
+		}
+		recs = append(recs, rec)
+		fmt.Fprintf(logw, "eval blend: question %d/%d: %d chunks, %d tokens, %.1f s\n", i+1, len(items), rec.Chunks, rec.Tokens, time.Since(start).Seconds())
+	}
+	sum, err := summarizeBlend(fl.dataset, fl.ratio, modes, recs)
+	if err != nil {
+		return err
+	}
+	if fl.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	return printBlendSummary(cmd.OutOrStdout(), sum)
+}
+
+// blendRunner evaluates questions with one model and prompt format.
+type blendRunner struct {
+	m          *model.Model
+	format     *blend.Format
+	prefixKV   *model.KV
+	modes      []blend.Mode
+	ratio      float64
+	maxContext int
+	budget     int // context rows available to P, chunks and Q, before the answer
+	fp         string
+	gen        model.GenerateOptions
+}
+
+func newBlendRunner(m *model.Model, modes []blend.Mode, ratio float64, maxContext int) (*blendRunner, error) {
+	f, err := blend.NewFormat(m.Tok, blend.DefaultSystem, evalBlendInstruction)
+	if err != nil {
+		return nil, err
+	}
+	pkv, err := blend.EncodePrefix(m, f.Prefix())
+	if err != nil {
+		return nil, err
+	}
+	budget := m.Config.Context
+	if maxContext > 0 {
+		budget = min(budget, maxContext)
+	}
+	return &blendRunner{
+		m: m, format: f, prefixKV: pkv, modes: modes, ratio: ratio, maxContext: maxContext,
+		budget: budget - evalBlendMaxTokens,
+		fp:     m.Fingerprint(),
+		gen:    model.GenerateOptions{MaxTokens: evalBlendMaxTokens, Stop: []string{"\n"}},
+	}, nil
+}
+
+// compatible reports whether rec was measured under the runner's settings.
+func (r *blendRunner) compatible(rec blendRecord) bool {
+	return rec.Model == r.fp && rec.Ratio == r.ratio && rec.MaxContext == r.maxContext
+}
+
+// matches reports whether rec can be reused: same settings, every mode.
+func (r *blendRunner) matches(rec blendRecord) bool {
+	if !r.compatible(rec) {
+		return false
+	}
+	for _, m := range r.modes {
+		if _, ok := rec.Modes[string(m)]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// passageText is the chunk text of a passage: its title (when the dataset
+// gives one) on the first line, then its text.
+func passageText(title, text string) string {
+	if t := strings.TrimSpace(title); t != "" {
+		return t + "\n" + text
+	}
+	return text
+}
+
+// question runs every mode on one question.
+func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blendRecord, error) {
+	rec := blendRecord{
+		Index: idx, Question: it.Question, Answers: it.Answers, Model: r.fp, Ratio: r.ratio,
+		MaxContext: r.maxContext, Passages: len(it.Ctxs), Modes: map[string]blendModeRecord{},
+	}
+	var texts []string
+	q := r.format.Question(it.Question)
+	used := len(r.format.Prefix()) + len(q)
+	for _, c := range it.Ctxs {
+		n := len(r.format.Chunk(passageText(c.Title, c.Text)))
+		if used+n > r.budget {
+			break
+		}
+		used += n
+		texts = append(texts, passageText(c.Title, c.Text))
+	}
+	if len(texts) == 0 {
+		return rec, fmt.Errorf("no passage fits the context budget of %d tokens", r.budget)
+	}
+	seg := r.format.Segments(it.Question, texts)
+	rec.Chunks, rec.Tokens = len(seg.Chunks), used
+
+	start := time.Now()
+	kvs := make([]*model.KV, len(seg.Chunks))
+	for i, c := range seg.Chunks {
+		kv, err := blend.EncodeChunk(r.m, r.prefixKV, c)
+		if err != nil {
+			return rec, err
+		}
+		kvs[i] = kv
+	}
+	rec.KVPrecomputeS = time.Since(start).Seconds()
+	src := blend.MemorySource(kvs)
+
+	// No-context baseline: P and Q only.
+	nc := blend.Segments{Prefix: seg.Prefix, Question: seg.Question}
+	res, err := blend.Prefill(ctx, r.m, nc, r.prefixKV, nil, blend.DefaultOptions(blend.ModeFull))
+	if err != nil {
+		return rec, fmt.Errorf("no-context prefill: %w", err)
+	}
+	g, err := blend.Generate(ctx, r.m, res, r.gen, nil)
+	if err != nil {
+		return rec, fmt.Errorf("no-context answer: %w", err)
+	}
+	rec.NoContext = scoreAnswer(g.Text, it.Answers)
+
+	var fullLogits []float32
+	var fullTokens []int32
+	var fullAnswer string
+	for _, mode := range r.modes { // full first
+		opt := blend.DefaultOptions(mode)
+		opt.Ratio = r.ratio
+		start := time.Now()
+		res, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
+		if err != nil {
+			return rec, fmt.Errorf("%s prefill: %w", mode, err)
+		}
+		ttft := time.Since(start)
+		logits := slices.Clone(res.Logits)
+		g, err := blend.Generate(ctx, r.m, res, r.gen, nil)
+		if err != nil {
+			return rec, fmt.Errorf("%s answer: %w", mode, err)
+		}
+		if mode == blend.ModeFull {
+			fullLogits, fullTokens, fullAnswer = logits, g.Tokens[:min(len(g.Tokens), evalBlendForced)], g.Text
+		}
+		// Generate grew the context; teacher forcing starts after Q again.
+		rows := res.Stats.Rows
+		res.KV.Truncate(rows)
+		if res.Groups != nil {
+			res.Groups.Of = res.Groups.Of[:rows]
+		}
+		res.Logits = logits
+		agree, err := forcedAgreement(r.m, res, fullTokens)
+		if err != nil {
+			return rec, fmt.Errorf("%s teacher forcing: %w", mode, err)
+		}
+		mr := blendModeRecord{
+			blendAnswer: scoreAnswer(g.Text, it.Answers),
+			KL:          firstTokenKL(fullLogits, logits),
+			Forced:      len(fullTokens),
+			TTFTMS:      ms(ttft),
+		}
+		if len(fullTokens) > 0 {
+			mr.Agreement = float64(agree) / float64(len(fullTokens))
+		}
+		if normalizeAnswer(g.Text) == normalizeAnswer(fullAnswer) {
+			mr.AnswerAgreement = 1
+		}
+		for _, c := range res.Stats.Computed {
+			mr.RowLayers += c
+		}
+		rec.Modes[string(mode)] = mr
+	}
+	return rec, nil
+}
+
+// forcedAgreement counts the tokens of ref that res's context ranks top-1
+// given the tokens of ref before them: ref[0] against res.Logits, the rest
+// against the logits of ref[:len(ref)−1] fed after the context in one pass
+// (rows are computed causally by position, as decoding them one at a time
+// would; with APE's groups they join the plain group, as blend.Generate's
+// rows do). res.KV and res.Groups are restored before it returns.
+func forcedAgreement(m *model.Model, res *blend.Result, ref []int32) (int, error) {
+	if len(ref) == 0 {
+		return 0, nil
+	}
+	agree := 0
+	if model.Argmax(res.Logits) == ref[0] {
+		agree++
+	}
+	feed := ref[:len(ref)-1]
+	if len(feed) == 0 {
+		return agree, nil
+	}
+	kv, n0 := res.KV, res.KV.Len()
+	pos := model.Positions(int(model.NextPos(kv)), len(feed))
+	if last := int(pos[len(pos)-1]); last >= m.Config.Context {
+		return 0, fmt.Errorf("position %d exceeds the context length %d", last, m.Config.Context)
+	}
+	first := kv.Grow(feed, pos)
+	defer kv.Truncate(n0)
+	if res.Groups != nil {
+		res.Groups.Of = append(res.Groups.Of, make([]uint8, len(feed))...)
+		defer func() { res.Groups.Of = res.Groups.Of[:n0] }()
+	}
+	rows := make([]int, len(feed))
+	sel := make([]int, len(feed))
+	for i := range rows {
+		rows[i], sel[i] = first+i, i
+	}
+	p, err := m.NewPass(kv, rows)
+	if err != nil {
+		return 0, err
+	}
+	p.Groups = res.Groups
+	for l := range m.Config.Layers {
+		if err := p.Layer(l); err != nil {
+			return 0, err
+		}
+	}
+	v := m.Config.Vocab
+	logits := make([]float32, len(feed)*v)
+	p.Logits(logits, sel)
+	for i := range feed {
+		if model.Argmax(logits[i*v:(i+1)*v]) == ref[i+1] {
+			agree++
+		}
+	}
+	return agree, nil
+}
+
+// firstTokenKL is KL(softmax(p) ‖ softmax(q)) in nats, computed in float64
+// (logSoftmax64 is bench kvcodecs').
+func firstTokenKL(p, q []float32) float64 {
+	lp, lq := logSoftmax64(p), logSoftmax64(q)
+	kl := 0.0
+	for i := range lp {
+		if pi := math.Exp(lp[i]); pi > 0 {
+			kl += pi * (lp[i] - lq[i])
+		}
+	}
+	return max(kl, 0)
+}
+
+// scoreAnswer scores a predicted answer against gold aliases: the maximum
+// SQuAD token F1 and exact match over the aliases.
+func scoreAnswer(pred string, gold []string) blendAnswer {
+	a := blendAnswer{Answer: pred}
+	for _, g := range gold {
+		a.F1 = max(a.F1, tokenF1(pred, g))
+		if normalizeAnswer(pred) == normalizeAnswer(g) {
+			a.EM = 1
+		}
+	}
+	return a
+}
+
+// tokenF1 is SQuAD's token F1 between a prediction and one gold answer,
+// both normalised: the harmonic mean of token precision and recall, with
+// tokens matched as a multiset.
+func tokenF1(pred, gold string) float64 {
+	p, g := strings.Fields(normalizeAnswer(pred)), strings.Fields(normalizeAnswer(gold))
+	if len(p) == 0 || len(g) == 0 {
+		if len(p) == len(g) {
+			return 1
+		}
+		return 0
+	}
+	counts := map[string]int{}
+	for _, w := range g {
+		counts[w]++
+	}
+	common := 0
+	for _, w := range p {
+		if counts[w] > 0 {
+			counts[w]--
+			common++
+		}
+	}
+	if common == 0 {
+		return 0
+	}
+	prec, rec := float64(common)/float64(len(p)), float64(common)/float64(len(g))
+	return 2 * prec * rec / (prec + rec)
+}
+
+// bootstrapMean returns the mean of xs with a 95% percentile bootstrap
+// interval from resamples resamples drawn with a PCG generator seeded by
+// seed (the same inputs give the same interval).
+func bootstrapMean(xs []float64, resamples int, seed uint64) interval {
+	if len(xs) == 0 {
+		return interval{}
+	}
+	mean := func(idx func(int) int) float64 {
+		s := 0.0
+		for i := range xs {
+			s += xs[idx(i)]
+		}
+		return s / float64(len(xs))
+	}
+	iv := interval{Mean: mean(func(i int) int { return i })}
+	rng := rand.New(rand.NewPCG(seed, 0xb007))
+	means := make([]float64, resamples)
+	for b := range means {
+		means[b] = mean(func(int) int { return rng.IntN(len(xs)) })
+	}
+	slices.Sort(means)
+	iv.Lo, iv.Hi = quantile(means, 0.025), quantile(means, 0.975)
+	return iv
+}
+
+// quantile returns the q-quantile of sorted xs with linear interpolation
+// between order statistics (numpy's default); 0 for no values.
+func quantile(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	h := q * float64(len(sorted)-1)
+	lo := int(math.Floor(h))
+	if lo >= len(sorted)-1 {
+		return sorted[len(sorted)-1]
+	}
+	return sorted[lo] + (h-float64(lo))*(sorted[lo+1]-sorted[lo])
+}
+
+// summarizeBlend aggregates the records of the modes.
+func summarizeBlend(dataset string, ratio float64, modes []blend.Mode, recs []blendRecord) (blendSummary, error) {
+	s := blendSummary{Dataset: dataset, Questions: len(recs), Ratio: ratio, Modes: map[string]blendModeSummary{}}
+	if len(recs) == 0 {
+		return s, fmt.Errorf("eval blend: no questions evaluated")
+	}
+	col := func(f func(blendRecord) float64) []float64 {
+		out := make([]float64, len(recs))
+		for i, r := range recs {
+			out[i] = f(r)
+		}
+		return out
+	}
+	boot := func(xs []float64) interval { return bootstrapMean(xs, evalBlendResamples, evalBlendSeed) }
+	fullTTFT := col(func(r blendRecord) float64 { return r.Modes[string(blend.ModeFull)].TTFTMS })
+	var tokens, fullMS float64
+	for i, r := range recs {
+		s.MeanChunks += float64(r.Chunks) / float64(len(recs))
+		s.MeanTokens += float64(r.Tokens) / float64(len(recs))
+		s.KVPrecomputeS += r.KVPrecomputeS
+		tokens += float64(r.Tokens)
+		fullMS += fullTTFT[i]
+	}
+	if fullMS > 0 {
+		s.FullTokensPerS = tokens / (fullMS / 1000)
+	}
+	s.NoContextF1 = boot(col(func(r blendRecord) float64 { return r.NoContext.F1 }))
+	s.NoContextEM = boot(col(func(r blendRecord) float64 { return r.NoContext.EM }))
+	s.FullMinusNoContext = boot(col(func(r blendRecord) float64 { return r.Modes[string(blend.ModeFull)].F1 - r.NoContext.F1 }))
+	s.FullBeatsNoContext = s.FullMinusNoContext.Lo > 0
+	sortedFull := slices.Sorted(slices.Values(fullTTFT))
+	for _, mode := range modes {
+		name := string(mode)
+		for _, r := range recs {
+			if _, ok := r.Modes[name]; !ok {
+				return s, fmt.Errorf("eval blend: question %d has no result for mode %s", r.Index, name)
+			}
+		}
+		get := func(f func(blendModeRecord) float64) []float64 {
+			return col(func(r blendRecord) float64 { return f(r.Modes[name]) })
+		}
+		ttft := get(func(m blendModeRecord) float64 { return m.TTFTMS })
+		sm := blendModeSummary{
+			KL:              boot(get(func(m blendModeRecord) float64 { return m.KL })),
+			Agreement:       boot(get(func(m blendModeRecord) float64 { return m.Agreement })),
+			AnswerAgreement: boot(get(func(m blendModeRecord) float64 { return m.AnswerAgreement })),
+			F1:              boot(get(func(m blendModeRecord) float64 { return m.F1 })),
+			EM:              boot(get(func(m blendModeRecord) float64 { return m.EM })),
+		}
+		sorted := slices.Sorted(slices.Values(ttft))
+		sm.TTFTP50MS, sm.TTFTP90MS = quantile(sorted, 0.5), quantile(sorted, 0.9)
+		if sm.TTFTP50MS > 0 {
+			sm.SpeedupMedians = quantile(sortedFull, 0.5) / sm.TTFTP50MS
+		}
+		for i := range ttft {
+			if ttft[i] > 0 {
+				sm.SpeedupMean += fullTTFT[i] / ttft[i] / float64(len(ttft))
+			}
+		}
+		s.Modes[name] = sm
+		s.Order = append(s.Order, name)
+	}
+	return s, nil
+}
+
+// printBlendSummary writes the summary as a table.
+func printBlendSummary(w io.Writer, s blendSummary) error {
+	fmt.Fprintf(w, "%s: %d questions, %.1f chunks and %.0f tokens per question, ratio %g\n",
+		s.Dataset, s.Questions, s.MeanChunks, s.MeanTokens, s.Ratio)
+	fmt.Fprintf(w, "chunk KV precompute %.1f s; full prefill %.0f tokens/s\n", s.KVPrecomputeS, s.FullTokensPerS)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	iv := func(x interval) string { return fmt.Sprintf("%.3f [%.3f, %.3f]", x.Mean, x.Lo, x.Hi) }
+	fmt.Fprintln(tw, "mode\tKL\tagreement\tanswer agr.\tF1\tEM\tTTFT p50 ms\tp90 ms\tspeedup (medians)\tspeedup (mean)")
+	for _, name := range s.Order {
+		m := s.Modes[name]
+		fmt.Fprintf(tw, "%s\t%.4f\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.2f×\t%.2f×\n", name, m.KL.Mean, iv(m.Agreement),
+			iv(m.AnswerAgreement), iv(m.F1), iv(m.EM), m.TTFTP50MS, m.TTFTP90MS, m.SpeedupMedians, m.SpeedupMean)
+	}
+	fmt.Fprintf(tw, "no context\t\t\t\t%s\t%s\n", iv(s.NoContextF1), iv(s.NoContextEM))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "F1(full) − F1(no context) = %s (paired bootstrap); full beats no context: %v\n",
+		iv(s.FullMinusNoContext), s.FullBeatsNoContext)
+	return err
+}
+
+// readBlendRecords reads the records of a JSONL file written by an earlier
+// run, keyed by question index (a later line for the same question wins). A
+// missing file gives none. A partial last line (an interrupted write) is cut
+// off the file; any other unreadable line is an error.
+func readBlendRecords(path string) (map[int]blendRecord, error) {
+	out := map[int]blendRecord{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if end := bytes.LastIndexByte(b, '\n') + 1; end < len(b) {
+		if err := os.Truncate(path, int64(end)); err != nil {
+			return nil, fmt.Errorf("cutting the partial last line of %s: %w", path, err)
+		}
+		b = b[:end]
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, len(b)+1)
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var r blendRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		out[r.Index] = r
+	}
+	return out, sc.Err()
+}
+
+// appendBlendRecord writes rec as one line and syncs it to disk.
+func appendBlendRecord(f *os.File, rec blendRecord) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return f.Sync()
+}
