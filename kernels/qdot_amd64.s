@@ -1,0 +1,274 @@
+// AVX2 dot products of 32-element quantized weight blocks (Q4_0, Q4_1,
+// Q8_0) with Q8 activations in the grouped layout of asmacts.go, and of
+// F32/F16 weight rows with float32 activations. See qdot_amd64.go for the
+// contracts. Every kernel reproduces the float order of the portable kernels
+// exactly: block integers are exact, and the float combine uses separate
+// multiplies and adds (no FMA), so results are bitwise those of VecDot.
+
+#include "textflag.h"
+
+// Constants: Y14 = 0x0F in every byte, Y13 = 1 in every int16 lane,
+// Y12 = 8 in every byte.
+#define CONSTS \
+	MOVL $0x0F0F0F0F, AX \
+	VMOVD AX, X14 \
+	VPBROADCASTD X14, Y14 \
+	MOVL $0x00010001, AX \
+	VMOVD AX, X13 \
+	VPBROADCASTD X13, Y13 \
+	MOVL $0x08080808, AX \
+	VMOVD AX, X12 \
+	VPBROADCASTD X12, Y12
+
+// NIB4 loads the 16 nibble bytes at off(SI) into Y8 as 32 unsigned weights
+// in element order (low nibbles, then high nibbles).
+#define NIB4(off) \
+	VMOVDQU off(SI), X8 \
+	VPSRLW $4, X8, X9 \
+	VINSERTI128 $1, X9, Y8, Y8 \
+	VPAND Y14, Y8, Y8
+
+// UDOT(aoff, Yd): Yd = 8 int32 partial sums of unsigned Y8 × signed bytes
+// at aoff(DI).
+#define UDOT(aoff, Yd) \
+	VPMADDUBSW aoff(DI), Y8, Yd \
+	VPMADDWD Y13, Yd, Yd
+
+// SDOT(aoff, Yd): as UDOT for signed weights Y8 with Y9 = |Y8|.
+#define SDOT(aoff, Yd) \
+	VMOVDQU aoff(DI), Yd \
+	VPSIGNB Y8, Yd, Yd \
+	VPMADDUBSW Yd, Y9, Yd \
+	VPMADDWD Y13, Yd, Yd
+
+// HSUM4 sums the lanes of Y0…Y3 into X0 = [ΣY0, ΣY1, ΣY2, ΣY3] as float32
+// (the sums are exact integers).
+#define HSUM4 \
+	VPHADDD Y1, Y0, Y0 \
+	VPHADDD Y3, Y2, Y2 \
+	VPHADDD Y2, Y0, Y0 \
+	VEXTRACTI128 $1, Y0, X1 \
+	VPADDD X1, X0, X0 \
+	VCVTDQ2PS X0, X0
+
+// HSUM1 sums the lanes of Y0 into every lane of X0 as float32.
+#define HSUM1 \
+	VEXTRACTI128 $1, Y0, X1 \
+	VPADDD X1, X0, X0 \
+	VPSHUFD $0x4E, X0, X1 \
+	VPADDD X1, X0, X0 \
+	VPSHUFD $0xB1, X0, X1 \
+	VPADDD X1, X0, X0 \
+	VCVTDQ2PS X0, X0
+
+// SCALES loads the fp16 d (and m) at 0(SI) into X10 lanes 0 (and 1) and
+// broadcasts d into X11.
+#define SCALES \
+	VMOVD (SI), X10 \
+	VCVTPH2PS X10, X10 \
+	VBROADCASTSS X10, X11
+
+// func q41Dot4(w *byte, a *byte, s *float32, nb int, out *[4]float32)
+TEXT ·q41Dot4(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	MOVQ out+32(FP), R8
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q41d4done
+
+q41d4loop:
+	NIB4(4)
+	SCALES
+	VMOVSHDUP X10, X10
+	VBROADCASTSS X10, X10 // m
+	UDOT(0, Y0)
+	UDOT(32, Y1)
+	UDOT(64, Y2)
+	UDOT(96, Y3)
+	HSUM4
+	VMULPS (DX), X11, X4  // d·dy
+	VMULPS X0, X4, X4     // ·isum
+	VMULPS 16(DX), X10, X5 // m·sy
+	VADDPS X5, X4, X4
+	VADDPS X4, X15, X15
+	ADDQ $20, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q41d4loop
+
+q41d4done:
+	VMOVUPS X15, (R8)
+	VZEROUPPER
+	RET
+
+// func q41Dot1(w *byte, a *byte, s *float32, nb int) float32
+TEXT ·q41Dot1(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q41d1done
+
+q41d1loop:
+	NIB4(4)
+	SCALES
+	VMOVSHDUP X10, X10
+	UDOT(0, Y0)
+	HSUM1
+	VMULSS (DX), X11, X4
+	VMULSS X0, X4, X4
+	VMULSS 16(DX), X10, X5
+	VADDSS X5, X4, X4
+	VADDSS X4, X15, X15
+	ADDQ $20, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q41d1loop
+
+q41d1done:
+	VMOVSS X15, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func q40Dot4(w *byte, a *byte, s *float32, nb int, out *[4]float32)
+TEXT ·q40Dot4(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	MOVQ out+32(FP), R8
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q40d4done
+
+q40d4loop:
+	NIB4(2)
+	VPSUBB Y12, Y8, Y8
+	VPABSB Y8, Y9
+	SCALES
+	SDOT(0, Y0)
+	SDOT(32, Y1)
+	SDOT(64, Y2)
+	SDOT(96, Y3)
+	HSUM4
+	VMULPS X11, X0, X4 // isum·d
+	VMULPS (DX), X4, X4 // ·dy
+	VADDPS X4, X15, X15
+	ADDQ $18, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q40d4loop
+
+q40d4done:
+	VMOVUPS X15, (R8)
+	VZEROUPPER
+	RET
+
+// func q40Dot1(w *byte, a *byte, s *float32, nb int) float32
+TEXT ·q40Dot1(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q40d1done
+
+q40d1loop:
+	NIB4(2)
+	VPSUBB Y12, Y8, Y8
+	VPABSB Y8, Y9
+	SCALES
+	SDOT(0, Y0)
+	HSUM1
+	VMULSS X11, X0, X4
+	VMULSS (DX), X4, X4
+	VADDSS X4, X15, X15
+	ADDQ $18, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q40d1loop
+
+q40d1done:
+	VMOVSS X15, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func q80Dot4(w *byte, a *byte, s *float32, nb int, out *[4]float32)
+TEXT ·q80Dot4(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	MOVQ out+32(FP), R8
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q80d4done
+
+q80d4loop:
+	VMOVDQU 2(SI), Y8
+	VPABSB Y8, Y9
+	SCALES
+	SDOT(0, Y0)
+	SDOT(32, Y1)
+	SDOT(64, Y2)
+	SDOT(96, Y3)
+	HSUM4
+	VMULPS (DX), X11, X4 // d·dy
+	VMULPS X4, X0, X4    // isum·(d·dy)
+	VADDPS X4, X15, X15
+	ADDQ $34, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q80d4loop
+
+q80d4done:
+	VMOVUPS X15, (R8)
+	VZEROUPPER
+	RET
+
+// func q80Dot1(w *byte, a *byte, s *float32, nb int) float32
+TEXT ·q80Dot1(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ a+8(FP), DI
+	MOVQ s+16(FP), DX
+	MOVQ nb+24(FP), CX
+	CONSTS
+	VXORPS X15, X15, X15
+	TESTQ CX, CX
+	JZ q80d1done
+
+q80d1loop:
+	VMOVDQU 2(SI), Y8
+	VPABSB Y8, Y9
+	SCALES
+	SDOT(0, Y0)
+	HSUM1
+	VMULSS (DX), X11, X4
+	VMULSS X4, X0, X4
+	VADDSS X4, X15, X15
+	ADDQ $34, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q80d1loop
+
+q80d1done:
+	VMOVSS X15, ret+32(FP)
+	VZEROUPPER
+	RET
