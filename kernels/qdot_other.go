@@ -19,12 +19,12 @@ func f32Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]f
 	panic(errNoAsm)
 }
 func f32Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32) { panic(errNoAsm) }
-func f32Dot1(w *byte, a *float32, n8 int) float32                         { panic(errNoAsm) }
+func f32Dot1(w *byte, a *float32, n8 int) float32                          { panic(errNoAsm) }
 func f16Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]float32) {
 	panic(errNoAsm)
 }
 func f16Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32) { panic(errNoAsm) }
-func f16Dot1(w *byte, a *float32, n8 int) float32                         { panic(errNoAsm) }
-func f32Lanes(a, b *float32, n8 int, lanes *[8]float32)                   { panic(errNoAsm) }
+func f16Dot1(w *byte, a *float32, n8 int) float32                          { panic(errNoAsm) }
+func f32Lanes(a, b *float32, n8 int, lanes *[8]float32)                    { panic(errNoAsm) }
 
 const errNoAsm = "kernels: assembly kernel called without assembly support"
