@@ -76,6 +76,18 @@ func asmQDot1(t DType, w *byte, a *byte, s *float32, nb int) float32 {
 	return 0
 }
 
+// asmQDot4w computes one activation row against four weight rows.
+func asmQDot4w(t DType, w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) {
+	switch t {
+	case Q4_1:
+		q41Dot4w(w, wstride, a, s, nb, out)
+	case Q4_0:
+		q40Dot4w(w, wstride, a, s, nb, out)
+	case Q8_0:
+		q80Dot4w(w, wstride, a, s, nb, out)
+	}
+}
+
 // asmQTiles computes outputs [lo, hi) of every row for mmAsmQ.
 func (j *matJob) asmQTiles(lo, hi int) {
 	nb, rows := j.nb, j.m.Rows
@@ -86,6 +98,24 @@ func (j *matJob) asmQTiles(lo, hi int) {
 	var out [4]float32
 	for g0 := 0; g0 < groups; g0 += tile {
 		g1 := min(groups, g0+tile)
+		// The rows of a last partial group, four weight rows at a time.
+		if pg := groups - 1; pg >= g0 && pg < g1 && 4*pg+4 > j.n {
+			for r := 4 * pg; r < j.n; r++ {
+				rr := r - 4*pg
+				a, s := &qa[(pg*nb*4+rr)*qk], &qs[pg*nb*8+rr]
+				o := lo
+				for ; o+4 <= hi; o += 4 {
+					asmQDot4w(j.m.Type, &j.m.Data[o*j.rb], j.rb, a, s, nb, &out)
+					copy(j.dst[r*rows+o:r*rows+o+4], out[:])
+				}
+				for ; o < hi; o++ {
+					j.dst[r*rows+o] = asmQDot1(j.m.Type, &j.m.Data[o*j.rb], a, s, nb)
+				}
+			}
+			if g1 == groups {
+				g1--
+			}
+		}
 		for o := lo; o < hi; o++ {
 			w := &j.m.Data[o*j.rb]
 			for g := g0; g < g1; g++ {

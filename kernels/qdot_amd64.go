@@ -60,3 +60,16 @@ func f16Dot1(w *byte, a *float32, n8 int) float32
 //
 //go:noescape
 func f32Lanes(a, b *float32, n8 int, lanes *[8]float32)
+
+// The …Dot4w kernels compute four weight rows (wstride bytes apart) against
+// one activation row given as for the …Dot1 kernels, into out; each element
+// is computed exactly as …Dot4 and …Dot1 compute it.
+
+//go:noescape
+func q41Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32)
+
+//go:noescape
+func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32)
+
+//go:noescape
+func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32)

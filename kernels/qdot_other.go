@@ -31,3 +31,7 @@ const errNoAsm = "kernels: assembly kernel called without assembly support"
 
 func axpyRows(acc *float32, d int, p *float32, v *float32, vstride int, n int) { panic(errNoAsm) }
 func expTile(x *float32, n8 int)                                               { panic(errNoAsm) }
+
+func q41Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
+func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
+func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
