@@ -35,6 +35,16 @@ func groupActsSize(n, nb int) (quants, scales int) {
 // layout.
 func quantGroupRow(x []float32, r, nb int, qa []byte, qs []float32) {
 	g, rr := r/4, r%4
+	if nb > 0 && haveAVX2() {
+		quantRowQ8(&x[0], nb, &qa[(g*nb*4+rr)*qk], &qs[g*nb*8+rr])
+		return
+	}
+	quantGroupRowGo(x, r, nb, qa, qs)
+}
+
+// quantGroupRowGo is the portable quantGroupRow.
+func quantGroupRowGo(x []float32, r, nb int, qa []byte, qs []float32) {
+	g, rr := r/4, r%4
 	for b := 0; b < nb; b++ {
 		xs := x[b*qk : (b+1)*qk]
 		d, id := q8Scale(xs)

@@ -99,3 +99,47 @@ func TestDotAssemblyEqualsPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantRowAssemblyEqualsGo checks the assembly activation quantiser
+// against the portable one bit for bit, on blocks of ordinary, tiny
+// (fp16-subnormal scales), huge and all-zero values, and on blocks whose
+// scaled values are exact ties (k + ½), where rounding half away from zero
+// matters.
+func TestQuantRowAssemblyEqualsGo(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(27, 28))
+	const nb, rows = 12, 6
+	x := randomActs(rng, rows, nb*qk)
+	for i := range x[:qk] {
+		x[i] *= 1e-9 // fp16-subnormal d
+	}
+	for i := qk; i < 2*qk; i++ {
+		x[i] *= 1e30
+	}
+	for i := 2 * qk; i < 3*qk; i++ {
+		x[i] = float32(i%qk-16) + 0.5 // amax 15.5 → id = 127/15.5; plus exact ties below
+	}
+	x[3*qk] = 127 // a block with d = 1: every k+½ is a tie
+	for i := 3*qk + 1; i < 4*qk; i++ {
+		x[i] = float32(i%qk-16) + 0.5
+	}
+	qn, sn := groupActsSize(rows, nb)
+	qa, qs := make([]byte, qn), make([]float32, sn)
+	qa2, qs2 := make([]byte, qn), make([]float32, sn)
+	for r := 0; r < rows; r++ {
+		quantGroupRow(x[r*nb*qk:(r+1)*nb*qk], r, nb, qa, qs)
+		quantGroupRowGo(x[r*nb*qk:(r+1)*nb*qk], r, nb, qa2, qs2)
+	}
+	for i := range qa {
+		if qa[i] != qa2[i] {
+			t.Fatalf("quant byte %d: assembly %d, Go %d", i, int8(qa[i]), int8(qa2[i]))
+		}
+	}
+	for i := range qs {
+		if !sameBits(qs[i], qs2[i]) {
+			t.Fatalf("scale %d: assembly %v, Go %v", i, qs[i], qs2[i])
+		}
+	}
+}

@@ -73,3 +73,11 @@ func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32
 
 //go:noescape
 func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32)
+
+// quantRowQ8 quantises nb blocks of x as quantGroupRow does into one row of
+// the grouped layout: quants to q (128 bytes apart per block), d and s to
+// s[0] and s[4] (8 floats apart per block). NaN inputs give unspecified
+// blocks.
+//
+//go:noescape
+func quantRowQ8(x *float32, nb int, q *byte, s *float32)
