@@ -35,4 +35,4 @@ func expTile(x *float32, n8 int)                                               {
 func q41Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
-func quantRowQ8(x *float32, nb int, q *byte, s *float32) { panic(errNoAsm) }
+func quantRowQ8(x *float32, nb int, q *byte, s *float32)                          { panic(errNoAsm) }
