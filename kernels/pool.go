@@ -3,15 +3,7 @@ package kernels
 import (
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"time"
 )
-
-// spinWait is how long an idle worker polls for the next job before it
-// parks on its channel. Decode issues a few hundred small parallel calls per
-// token, microseconds apart; waking a parked goroutine costs several
-// microseconds each time, polling costs nothing but the idle core.
-const spinWait = 100 * time.Microsecond
 
 // Task is a piece of parallel work for Pool.RunTask.
 type Task interface {
@@ -37,16 +29,10 @@ type Task interface {
 type Pool struct {
 	mu      sync.Mutex // held for the whole of each operation
 	threads int
-	// A job is published by storing its fields and then incrementing gen;
-	// workers poll gen for spinWait after their last job, then set
-	// parked[w] and sleep on wake[w] (the poster sends to parked workers).
-	gen     atomic.Uint64
-	pending atomic.Int32 // workers of the current job not yet finished
-	parked  []atomic.Bool
-	wake    []chan struct{}
-	exited  sync.WaitGroup // worker goroutines still running
+	wake    []chan struct{} // wake[w] starts worker w (w ≥ 1) on the current job
+	done    sync.WaitGroup  // outstanding workers of the current job
+	exited  sync.WaitGroup  // worker goroutines still running
 	closed  bool
-	quit    atomic.Bool
 
 	// The current job; written under mu before the workers are woken.
 	job      Task
@@ -70,7 +56,6 @@ func NewPool(threads int) *Pool {
 	p := &Pool{threads: threads}
 	p.kern.init()
 	p.wake = make([]chan struct{}, threads)
-	p.parked = make([]atomic.Bool, threads)
 	for w := 1; w < threads; w++ {
 		p.wake[w] = make(chan struct{}, 1)
 		p.exited.Add(1)
@@ -92,8 +77,6 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
-	p.quit.Store(true)
-	p.gen.Add(1)
 	for w := 1; w < p.threads; w++ {
 		close(p.wake[w])
 	}
@@ -102,47 +85,9 @@ func (p *Pool) Close() {
 
 func (p *Pool) worker(w int) {
 	defer p.exited.Done()
-	var seen uint64 // NewPool starts the workers before any job: generation 0
-	for {
-		g := p.await(w, seen)
-		if p.quit.Load() {
-			return
-		}
-		seen = g
-		if w < p.jobParts {
-			p.runPart(w)
-		}
-		p.pending.Add(-1)
-	}
-}
-
-// await returns the first generation after seen: it polls for spinWait,
-// then parks worker w until a poster wakes it.
-func (p *Pool) await(w int, seen uint64) uint64 {
-	t0 := time.Now()
-	for i := 1; ; i++ {
-		if g := p.gen.Load(); g != seen {
-			return g
-		}
-		if i%256 == 0 {
-			if time.Since(t0) > spinWait {
-				break
-			}
-			runtime.Gosched()
-		}
-	}
-	for {
-		p.parked[w].Store(true)
-		if g := p.gen.Load(); g != seen {
-			p.parked[w].Store(false)
-			return g
-		}
-		_, ok := <-p.wake[w]
-		p.parked[w].Store(false)
-		if g := p.gen.Load(); g != seen || !ok {
-			return g
-		}
-		// A stale wake-up from an earlier job: park again.
+	for range p.wake[w] {
+		p.runPart(w)
+		p.done.Done()
 	}
 }
 
@@ -205,25 +150,13 @@ func (p *Pool) runLocked(n int, t Task) {
 		t.Do(0, 0, n)
 		return
 	}
-	// Every worker takes part in every job (those with w ≥ parts do
-	// nothing) so that each sees every generation.
 	p.job, p.jobN, p.jobParts, p.panicked = t, n, parts, nil
-	p.pending.Store(int32(p.threads - 1))
-	p.gen.Add(1)
-	for w := 1; w < p.threads; w++ {
-		if p.parked[w].Load() {
-			select {
-			case p.wake[w] <- struct{}{}:
-			default:
-			}
-		}
+	p.done.Add(parts - 1)
+	for w := 1; w < parts; w++ {
+		p.wake[w] <- struct{}{}
 	}
 	p.runPart(0)
-	for i := 1; p.pending.Load() != 0; i++ {
-		if i%64 == 0 {
-			runtime.Gosched()
-		}
-	}
+	p.done.Wait()
 	p.job = nil
 	if r := p.panicked; r != nil {
 		p.panicked = nil
