@@ -35,6 +35,11 @@ type gemmResult struct {
 	GFLOPS      float64 `json:"gflops"`
 	PctOfPeakN  float64 `json:"pct_of_peak"`
 	MillisPerOp float64 `json:"ms"`
+	// RelRMSErr is the accuracy cost of quantising the activations: the RMS
+	// of (MatMul − f32 path) over the RMS of the f32 path, where the f32
+	// path multiplies the dequantized weights by the float32 activations.
+	// Only for the first shape of each quantized type.
+	RelRMSErr float64 `json:"rel_rms_err_vs_f32,omitempty"`
 }
 
 // gemvResult is one single-row MatMul (decode), reported as weight bytes
@@ -76,7 +81,11 @@ func kernelsBenchCommand() *cobra.Command {
 			fmt.Fprintf(w, "peak fp32 FMA: %.1f GFLOP/s (1 thread), %.1f GFLOP/s (%d threads); memory read %.1f GB/s\n",
 				res.PeakGFLOPS1, res.PeakGFLOPSN, res.Threads, res.MemReadGBs)
 			for _, g := range res.GEMM {
-				fmt.Fprintf(w, "GEMM %-5s %-14s %7.1f GFLOP/s  %5.1f%% of peak  %8.2f ms\n", g.Type, g.Shape, g.GFLOPS, g.PctOfPeakN, g.MillisPerOp)
+				fmt.Fprintf(w, "GEMM %-5s %-14s %7.1f GFLOP/s  %5.1f%% of peak  %8.2f ms", g.Type, g.Shape, g.GFLOPS, g.PctOfPeakN, g.MillisPerOp)
+				if g.RelRMSErr > 0 {
+					fmt.Fprintf(w, "  rel. RMS error vs f32 path %.2e", g.RelRMSErr)
+				}
+				fmt.Fprintln(w)
 			}
 			for _, g := range res.GEMV {
 				fmt.Fprintf(w, "GEMV %-5s %-11s %7.1f GB/s  %5.1f%% of memory bandwidth  %8.1f µs\n", g.Type, g.Shape, g.GBs, g.PctOfMemBW, g.MicrosPerOp)
@@ -167,8 +176,14 @@ func benchKernels(threads int, minTime time.Duration) (*kernelsResult, error) {
 			dst := make([]float32, n*sh[1])
 			flop := 2 * float64(n) * float64(sh[0]) * float64(sh[1])
 			rate := bestRate(minTime, func() float64 { pool.MatMul(dst, m, x, n); return 1 })
-			res.GEMM = append(res.GEMM, gemmResult{Type: t.String(), Shape: fmt.Sprintf("%d×%d×%d", n, sh[0], sh[1]),
-				GFLOPS: rate * flop / 1e9, PctOfPeakN: 100 * rate * flop / 1e9 / res.PeakGFLOPSN, MillisPerOp: 1e3 / rate})
+			g := gemmResult{Type: t.String(), Shape: fmt.Sprintf("%d×%d×%d", n, sh[0], sh[1]),
+				GFLOPS: rate * flop / 1e9, PctOfPeakN: 100 * rate * flop / 1e9 / res.PeakGFLOPSN, MillisPerOp: 1e3 / rate}
+			if t != kernels.F32 && t != kernels.F16 && sh == shapes[0] {
+				if g.RelRMSErr, err = accuracyVsF32(pool, m, x, dst, n); err != nil {
+					return nil, err
+				}
+			}
+			res.GEMM = append(res.GEMM, g)
 		}
 	}
 	for _, c := range []struct {
@@ -232,4 +247,27 @@ func randomVec(rng *rand.Rand, n int) []float32 {
 		x[i] = float32(rng.NormFloat64())
 	}
 	return x
+}
+
+// accuracyVsF32 returns the relative RMS difference between got (MatMul of
+// m on x, n rows) and the same product with m dequantized to F32.
+func accuracyVsF32(pool *kernels.Pool, m kernels.Matrix, x, got []float32, n int) (float64, error) {
+	w := make([]float32, m.Rows*m.Cols)
+	if err := kernels.Dequantize(m.Type, m.Data, w); err != nil {
+		return 0, fmt.Errorf("accuracy of %v: %w", m.Type, err)
+	}
+	f := kernels.Matrix{Type: kernels.F32, Rows: m.Rows, Cols: m.Cols, Data: make([]byte, 4*len(w))}
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(f.Data[4*i:], math.Float32bits(v))
+	}
+	pool.MatMul(got, m, x, n)
+	ref := make([]float32, len(got))
+	pool.MatMul(ref, f, x, n)
+	var num, den float64
+	for i := range ref {
+		d := float64(got[i]) - float64(ref[i])
+		num += d * d
+		den += float64(ref[i]) * float64(ref[i])
+	}
+	return math.Sqrt(num / den), nil
 }
