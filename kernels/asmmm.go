@@ -86,6 +86,18 @@ func asmQDot1(t DType, w *byte, a *byte, s *float32, nb int) float32 {
 	return 0
 }
 
+// asmQDot8 computes two adjacent activation groups against weight row w.
+func asmQDot8(t DType, w *byte, a *byte, s *float32, nb int, out *[8]float32) {
+	switch t {
+	case Q4_1:
+		q41Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+	case Q4_0:
+		q40Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+	case Q8_0:
+		q80Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+	}
+}
+
 // asmQDot4w computes one activation row against four weight rows.
 func asmQDot4w(t DType, w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) {
 	switch t {
@@ -106,6 +118,7 @@ func (j *matJob) asmQTiles(lo, hi int) {
 	tile := max(tileBytes/gb, 1)
 	qa, qs := j.st.qa, j.st.qs
 	var out [4]float32
+	var out8 [8]float32
 	for g0 := 0; g0 < groups; g0 += tile {
 		g1 := min(groups, g0+tile)
 		// The rows of a last partial group, four weight rows at a time.
@@ -128,7 +141,14 @@ func (j *matJob) asmQTiles(lo, hi int) {
 		}
 		for o := lo; o < hi; o++ {
 			w := &j.m.Data[o*j.rb]
-			for g := g0; g < g1; g++ {
+			g := g0
+			for ; g+2 <= g1; g += 2 {
+				asmQDot8(j.m.Type, w, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &out8)
+				for k, v := range out8 {
+					j.dst[(4*g+k)*rows+o] = v
+				}
+			}
+			for ; g < g1; g++ {
 				a := &qa[g*nb*4*qk]
 				s := &qs[g*nb*8]
 				if r0 := 4 * g; r0+4 <= j.n {

@@ -81,3 +81,16 @@ func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32
 //
 //go:noescape
 func quantRowQ8(x *float32, nb int, q *byte, s *float32)
+
+// The …Dot8 kernels compute two activation groups (gqa bytes apart in the
+// quants, gqs bytes apart in the scales) against one weight row, into
+// out[0:4] and out[4:8]; each element is computed exactly as …Dot4 does.
+
+//go:noescape
+func q41Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
+
+//go:noescape
+func q40Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
+
+//go:noescape
+func q80Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)

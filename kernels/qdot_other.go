@@ -36,3 +36,13 @@ func q41Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32
 func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func quantRowQ8(x *float32, nb int, q *byte, s *float32)                          { panic(errNoAsm) }
+
+func q41Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+	panic(errNoAsm)
+}
+func q40Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+	panic(errNoAsm)
+}
+func q80Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+	panic(errNoAsm)
+}
