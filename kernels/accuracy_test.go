@@ -15,7 +15,7 @@ import (
 // plus a float32 accumulation allowance.
 func TestQuantizedMatMulWithinActivationRoundingBound(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
-	p := NewPool(2)
+	p := newTestPool(2)
 	defer p.Close()
 	const rows, cols, n = 48, 576, 9
 	for _, wt := range []DType{Q4_0, Q4_1, Q8_0} {

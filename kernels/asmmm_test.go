@@ -5,9 +5,17 @@ import (
 	"testing"
 )
 
-// newPortablePool returns a pool that never uses the assembly kernels.
-func newPortablePool(threads int) *Pool {
+// newTestPool returns NewPool(threads) that hands even the smallest MatMul
+// to its workers, so that tests exercise the split across threads.
+func newTestPool(threads int) *Pool {
 	p := NewPool(threads)
+	p.inlineWork = 0
+	return p
+}
+
+// newPortablePool returns a test pool that never uses the assembly kernels.
+func newPortablePool(threads int) *Pool {
+	p := newTestPool(threads)
 	p.kern = kernelTable{portable: true}
 	p.kern.init()
 	return p
@@ -23,7 +31,7 @@ func TestAssemblyMatMulEqualsPortableBitwise(t *testing.T) {
 		t.Log("no AVX2: the assembly kernels are not selected on this CPU; comparing portable with itself")
 	}
 	rng := rand.New(rand.NewPCG(21, 22))
-	fast, slow := NewPool(2), newPortablePool(2)
+	fast, slow := newTestPool(2), newPortablePool(2)
 	defer fast.Close()
 	defer slow.Close()
 	type shape struct{ rows, cols, n int }
@@ -62,7 +70,7 @@ func TestAssemblyMatMulEqualsPortableBitwise(t *testing.T) {
 // row inside a batch of 66.
 func TestAssemblyMatMulBatchInvariantFloat(t *testing.T) {
 	rng := rand.New(rand.NewPCG(23, 24))
-	p1, p2 := NewPool(1), NewPool(2)
+	p1, p2 := newTestPool(1), newTestPool(2)
 	defer p1.Close()
 	defer p2.Close()
 	const rows, cols, n = 11, 72, 66

@@ -209,6 +209,10 @@ type computeTask struct{ j *matJob }
 // they stay in the L2 cache while the weight row sits in L1.
 const tileBytes = 128 << 10
 
+// inlineBytes is the weight traffic (activation rows × matrix bytes) below
+// which MatMul runs on the calling goroutine alone (Pool.inlineWork).
+const inlineBytes = 256 << 10
+
 // fusedMaxRows is the largest number of activation rows per weight row for
 // which reading the weights straight from the GGML row beats unpacking them.
 const fusedMaxRows = 2
@@ -362,7 +366,13 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 			st.prep.Do(0, 0, n)
 		}
 	}
-	p.runLocked(m.Rows, &st.comp)
+	if n*len(m.Data) < p.inlineWork {
+		// Too little work to pay for waking the workers (decode's small
+		// projections); the result is the same on any number of threads.
+		st.comp.Do(0, 0, m.Rows)
+	} else {
+		p.runLocked(m.Rows, &st.comp)
+	}
 	st.job = matJob{} // drop references to the caller's slices
 }
 
