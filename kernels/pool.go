@@ -46,7 +46,7 @@ type Pool struct {
 	// inlineWork: MatMul calls with less weight traffic run on the caller
 	// (NewPool sets inlineBytes; tests set 0 to exercise the workers).
 	inlineWork int
-	mm   matmulState
+	mm         matmulState
 }
 
 // NewPool starts a pool of threads workers; threads ≤ 0 means
