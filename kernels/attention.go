@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // attnTile is the number of keys scored together before the running softmax
@@ -71,6 +72,7 @@ func (s AttnShape) QDim() int { return s.Heads * s.HeadDim }
 // ready to use; buffers grow on first use and are then reused.
 type AttnScratch struct {
 	scores []float32 // [group heads × attnTile]
+	p      []float32 // [attnTile] softmax numerators (assembly path)
 	acc    []float32 // [group heads × maxKeyGroups × HeadDim]
 	m, l   []float64 // running max and sum per (head, group)
 }
@@ -78,6 +80,9 @@ type AttnScratch struct {
 func (s *AttnScratch) reserve(g, d int) {
 	if cap(s.scores) < g*attnTile {
 		s.scores = make([]float32, g*attnTile)
+	}
+	if cap(s.p) < attnTile {
+		s.p = make([]float32, attnTile)
 	}
 	if cap(s.acc) < g*maxKeyGroups*d {
 		s.acc = make([]float32, g*maxKeyGroups*d)
@@ -130,12 +135,31 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 	}
 	nKeys := len(keyPos)
 	koff := kvh * d
+	// fast selects the AVX2 kernels (amd64): scores in f32Acc order, a
+	// float32 polynomial exp and assembly value sums. Both paths are
+	// batch-invariant; they differ from each other in rounding.
+	fast := haveAVX2() && d%8 == 0
 	for t0 := 0; t0 < nKeys; t0 += attnTile {
 		t1 := min(t0+attnTile, nKeys)
 		// Scores of the tile; masked keys are marked with -Inf and skipped.
 		for h := 0; h < g; h++ {
 			qh := q[(kvh*g+h)*d : (kvh*g+h+1)*d]
 			sc := s.scores[h*attnTile : (h+1)*attnTile]
+			if fast {
+				scoreTile(sc, qh, keys, t0, t1, kvDim, koff)
+				for j := t0; j < t1; j++ {
+					if keyPos[j] > qPos {
+						sc[j-t0] = float32(math.Inf(-1))
+						continue
+					}
+					grp := 0
+					if groups != nil {
+						grp = int(groups.Of[j])
+					}
+					sc[j-t0] *= gscale[grp]
+				}
+				continue
+			}
 			for j := t0; j < t1; j++ {
 				if keyPos[j] > qPos {
 					sc[j-t0] = float32(math.Inf(-1))
@@ -177,6 +201,10 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 				s.m[h*maxKeyGroups+grp] = mNew
 			}
 			// Accumulate the tile's weighted values.
+			if fast {
+				s.accumulateTile(h, sc, vals, t0, t1, kvDim, koff, d, groups)
+				continue
+			}
 			for j := t0; j < t1; j++ {
 				v := float64(sc[j-t0])
 				if math.IsInf(v, -1) {
@@ -267,5 +295,63 @@ func axpyF32(dst []float32, a float32, x []float32) {
 	x = x[:len(dst)]
 	for i := range dst {
 		dst[i] += a * x[i]
+	}
+}
+
+// scoreTile sets sc[j−t0] = q·key_j for keys [t0, t1) with the assembly
+// kernels: four keys at a time, then one (each key's value is the same
+// either way).
+func scoreTile(sc, q, keys []float32, t0, t1, kvDim, koff int) {
+	n8 := len(q) / 8
+	var o4 [4]float32
+	j := t0
+	for ; j+4 <= t1; j += 4 {
+		f32Tile1x4((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &o4)
+		copy(sc[j-t0:j-t0+4], o4[:])
+	}
+	for ; j < t1; j++ {
+		sc[j-t0] = f32Dot1((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), &q[0], n8)
+	}
+}
+
+// accumulateTile adds the tile's softmax numerators p_j = exp(score_j − m)
+// to the running sums of head h and the weighted value rows to its
+// accumulators, with the assembly kernels. Masked keys (score −Inf) are
+// skipped; runs of visible keys of one group go to axpyRows together, which
+// adds them in key order exactly as one call per key would.
+func (s *AttnScratch) accumulateTile(h int, sc, vals []float32, t0, t1, kvDim, koff, d int, groups *KeyGroups) {
+	p := s.p[:attnTile]
+	for j := t0; j < t1; j++ {
+		v := sc[j-t0]
+		if math.IsInf(float64(v), -1) {
+			p[j-t0] = v
+			continue
+		}
+		grp := 0
+		if groups != nil {
+			grp = int(groups.Of[j])
+		}
+		p[j-t0] = v - float32(s.m[h*maxKeyGroups+grp])
+	}
+	expTile(&p[0], (t1-t0+7)/8)
+	for j := t0; j < t1; {
+		if math.IsInf(float64(sc[j-t0]), -1) {
+			j++
+			continue
+		}
+		grp := 0
+		if groups != nil {
+			grp = int(groups.Of[j])
+		}
+		e := j
+		l := s.l[h*maxKeyGroups+grp]
+		for e < t1 && !math.IsInf(float64(sc[e-t0]), -1) && (groups == nil || int(groups.Of[e]) == grp) {
+			l += float64(p[e-t0])
+			e++
+		}
+		s.l[h*maxKeyGroups+grp] = l
+		acc := s.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
+		axpyRows(&acc[0], d, &p[j-t0], &vals[j*kvDim+koff], 4*kvDim, e-j)
+		j = e
 	}
 }

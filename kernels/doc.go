@@ -25,8 +25,24 @@
 // spread over the pool's workers. Its portable kernels compute the exact
 // block integers with 64-bit "SIMD within a register" multiplies (four
 // multiply-adds each, see swar.go) and return exactly what VecDot returns.
-// The kernel table built by each Pool is where CPU-specific (assembly)
-// kernels will be chosen.
+//
+// # Assembly kernels (amd64)
+//
+// Each Pool's kernel table checks the CPU once (golang.org/x/sys/cpu: AVX2
+// and F16C) and then routes Q4_0, Q4_1 and Q8_0 weights, and F32/F16 weights
+// whose width is a multiple of 8, to AVX2 assembly (asmmm.go, *_amd64.s;
+// other architectures build the portable kernels only). The assembly
+// returns bitwise what the portable kernels return: block integers are exact
+// whatever the instruction order, and the float combine is done with
+// separate multiplies and adds (no FMA) in the portable order, vectorised
+// across rows rather than along a row. Activations are quantised (also in
+// assembly, bitwise the Go quantiser) into groups of four rows so that one
+// unpacked weight block meets 4 or 8 activation rows (prefill), and decode
+// computes four weight rows per activation row; every output element is
+// computed by the same instruction sequence in every tile shape, so batch
+// invariance holds. Attend and SwiGLU use an AVX2 float32 exp (within 2 ulp)
+// and assembly dot and multi-row AXPY kernels; they are batch-invariant but
+// round differently from their portable versions.
 //
 // # Float conventions
 //

@@ -129,6 +129,6 @@ func (a *f32Acc) addRowBF16(row []byte, x []float32) {
 // and the lanes are reduced as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)).
 func Dot(a, b []float32) float32 {
 	var acc f32Acc
-	acc.addF32(a, b)
+	acc.addF32Fast(a, b)
 	return acc.sum()
 }

@@ -65,9 +65,16 @@ const numTypes = 32
 // float kernels for F32/F16/BF16). An assembly VecDot for, say, Q4_1 is
 // slotted in by setting raw[Q4_1] here; it must compute the same value for
 // every row whatever the batch (any fixed order is batch-invariant).
+//
+// asm is set when the CPU runs the amd64 assembly kernels (asmmm.go), which
+// then take Q4_0, Q4_1, Q8_0 and (Cols a multiple of 8) F32 and F16 weights;
+// portable, set before init, keeps the portable kernels (for tests that
+// compare the two).
 type kernelTable struct {
-	ready bool
-	raw   [numTypes]dotFunc
+	ready    bool
+	portable bool
+	asm      bool
+	raw      [numTypes]dotFunc
 }
 
 // init fills the table (once; a zero Pool does it on first use).
@@ -78,6 +85,7 @@ func (k *kernelTable) init() {
 	k.raw[Q4_K] = dotQ4K
 	k.raw[Q5_K] = dotQ5K
 	k.raw[Q6_K] = dotQ6K
+	k.asm = !k.portable && haveAVX2()
 	k.ready = true
 }
 
@@ -87,10 +95,17 @@ const (
 	mmRaw          // kernelTable.raw on QuantizeActs layout
 	mmSWAR         // Q4_0, Q4_1, Q5_0, Q5_1: unpacked weights × packed acts
 	mmSWAR8        // Q8_0: unpacked weights × packed acts
+	mmAsmQ         // assembly Q4_0/Q4_1/Q8_0 on grouped acts (asmmm.go)
+	mmAsmF         // assembly F32/F16 tiles
 )
 
-func (k *kernelTable) kind(t DType) int {
+// kind chooses the kernel for a t matrix of cols columns.
+func (k *kernelTable) kind(t DType, cols int) int {
 	switch {
+	case k.asm && asmQType(t):
+		return mmAsmQ
+	case k.asm && (t == F32 || t == F16) && cols%8 == 0:
+		return mmAsmF
 	case t == F32 || t == F16 || t == BF16:
 		return mmFloat
 	case int(t) < numTypes && k.raw[t] != nil:
@@ -107,6 +122,8 @@ type matmulState struct {
 	acts     []actBlock  // packed activations (SWAR kinds)
 	raw      []byte      // ggml-layout activations (mmRaw)
 	f32      []float32   // rounded activations (F16/BF16 weights)
+	qa       []byte      // grouped activation quants (mmAsmQ)
+	qs       []float32   // grouped activation scales (mmAsmQ)
 	workers  [][]wBlock  // per-worker unpacked weight row (mmSWAR)
 	workers8 [][]wBlock8 // per-worker unpacked weight row (mmSWAR8)
 	job      matJob      // the call in progress
@@ -150,7 +167,9 @@ func (t *prepTask) Do(_, lo, hi int) {
 		case mmRaw:
 			at, _ := ActType(j.m.Type)
 			quantizeRaw(at, x, j.st.raw[r*j.ab:(r+1)*j.ab])
-		case mmFloat:
+		case mmAsmQ:
+			quantGroupRow(x, r, j.nb, j.st.qa, j.st.qs)
+		case mmFloat, mmAsmF:
 			y := j.st.f32[r*c : (r+1)*c]
 			if j.m.Type == F16 {
 				for i, v := range x {
@@ -190,6 +209,10 @@ type computeTask struct{ j *matJob }
 // they stay in the L2 cache while the weight row sits in L1.
 const tileBytes = 128 << 10
 
+// inlineBytes is the weight traffic (activation rows × matrix bytes) below
+// which MatMul runs on the calling goroutine alone (Pool.inlineWork).
+const inlineBytes = 256 << 10
+
 // fusedMaxRows is the largest number of activation rows per weight row for
 // which reading the weights straight from the GGML row beats unpacking them.
 const fusedMaxRows = 2
@@ -199,6 +222,12 @@ func (t *computeTask) Do(worker, lo, hi int) {
 	j := t.j
 	var rowBytes int
 	switch j.kind {
+	case mmAsmQ:
+		j.asmQTiles(lo, hi)
+		return
+	case mmAsmF:
+		j.asmFTiles(lo, hi)
+		return
 	case mmSWAR, mmSWAR8:
 		rowBytes = j.nb * int(unsafe.Sizeof(actBlock{}))
 	case mmRaw:
@@ -303,7 +332,7 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 	defer p.mu.Unlock()
 	p.kern.init()
 	st := &p.mm
-	st.job = matJob{kind: p.kern.kind(m.Type), m: m, x: x, dst: dst, n: n, rb: m.RowBytes(), st: st}
+	st.job = matJob{kind: p.kern.kind(m.Type, m.Cols), m: m, x: x, dst: dst, n: n, rb: m.RowBytes(), st: st}
 	j := &st.job
 	j.nb = m.Cols / m.Type.BlockSize()
 	threads := p.Threads()
@@ -320,20 +349,30 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 		j.ab, _ = at.RowBytes(m.Cols)
 		j.dot = p.kern.raw[m.Type]
 		st.raw = grow(st.raw, n*j.ab)
-	case mmFloat:
+	case mmAsmQ:
+		qn, sn := groupActsSize(n, j.nb)
+		st.qa = grow(st.qa, qn)
+		st.qs = grow(st.qs, sn)
+	case mmFloat, mmAsmF:
 		if m.Type != F32 {
 			st.f32 = grow(st.f32, n*m.Cols)
 		}
 	}
 	st.prep.j, st.comp.j = j, j
-	if j.kind != mmFloat || m.Type != F32 {
+	if (j.kind != mmFloat && j.kind != mmAsmF) || m.Type != F32 {
 		if n*m.Cols >= 1<<14 {
 			p.runLocked(n, &st.prep)
 		} else {
 			st.prep.Do(0, 0, n)
 		}
 	}
-	p.runLocked(m.Rows, &st.comp)
+	if n*len(m.Data) < p.inlineWork {
+		// Too little work to pay for waking the workers (decode's small
+		// projections); the result is the same on any number of threads.
+		st.comp.Do(0, 0, m.Rows)
+	} else {
+		p.runLocked(m.Rows, &st.comp)
+	}
 	st.job = matJob{} // drop references to the caller's slices
 }
 

@@ -23,7 +23,7 @@ func matmulCols(t DType) int {
 // threads.
 func TestMatMulBatchInvariant(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	p1, p2 := NewPool(1), NewPool(2)
+	p1, p2 := newTestPool(1), newTestPool(2)
 	defer p1.Close()
 	defer p2.Close()
 	const rows, n = 37, 66
@@ -62,7 +62,7 @@ func TestMatMulBatchInvariant(t *testing.T) {
 
 func TestMatMulEqualsVecDotBitwise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	p := NewPool(2)
+	p := newTestPool(2)
 	defer p.Close()
 	const rows, n = 9, 5
 	for _, wt := range allDotTypes {
@@ -92,7 +92,7 @@ func TestMatMulEqualsVecDotBitwise(t *testing.T) {
 
 func TestMatMulSteadyStateAllocatesNothing(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	p := NewPool(2)
+	p := newTestPool(2)
 	defer p.Close()
 	for _, wt := range []DType{Q4_1, Q8_0, Q4_K, F16} {
 		cols := matmulCols(wt)
@@ -130,7 +130,7 @@ func TestMatrixValidateRejectsBadShapes(t *testing.T) {
 }
 
 func TestMatMulPanicsOnShortBuffers(t *testing.T) {
-	p := NewPool(1)
+	p := newTestPool(1)
 	defer p.Close()
 	m := Matrix{Type: Q4_0, Rows: 2, Cols: 32, Data: make([]byte, 36)}
 	defer func() {

@@ -43,7 +43,10 @@ type Pool struct {
 
 	fn   funcTask
 	kern kernelTable
-	mm   matmulState
+	// inlineWork: MatMul calls with less weight traffic run on the caller
+	// (NewPool sets inlineBytes; tests set 0 to exercise the workers).
+	inlineWork int
+	mm         matmulState
 }
 
 // NewPool starts a pool of threads workers; threads ≤ 0 means
@@ -53,7 +56,7 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	p := &Pool{threads: threads}
+	p := &Pool{threads: threads, inlineWork: inlineBytes}
 	p.kern.init()
 	p.wake = make([]chan struct{}, threads)
 	for w := 1; w < threads; w++ {

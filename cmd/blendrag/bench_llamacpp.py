@@ -1,6 +1,6 @@
 """llama.cpp reference for `blendrag bench engine --llamacpp-python PY`.
 
-Reads {"model", "tokens", "decode", "threads"} as JSON on stdin; prints
+Reads {"model", "tokens", "decode", "threads", "rounds"} as JSON on stdin; prints
 {"prefill_tok_s", "decode_tok_s", "version"} on stdout. Prefill evaluates the
 given tokens in one batch; decode then appends `decode` greedy tokens one at a
 time (end of generation ignored), like blendrag's bench. The KV cache is f32,
@@ -19,7 +19,7 @@ llm = Llama(model_path=req["model"], n_ctx=n_ctx, n_batch=n_ctx,
             n_threads=req["threads"], n_threads_batch=req["threads"], type_k=0, type_v=0,
             flash_attn=False, verbose=False, logits_all=False)
 best_prefill = best_decode = 0.0
-for _ in range(2):  # the first round warms caches; report the better one
+for _ in range(max(req.get("rounds", 2), 1)):  # report the best round
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(toks)

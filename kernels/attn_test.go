@@ -1,0 +1,183 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestExpTileWithin2ULP checks the vector exp against math.Exp on [−87, 88]
+// and its clamping outside.
+func TestExpTileWithin2ULP(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(31, 32))
+	x := make([]float32, 4096)
+	for i := range x {
+		x[i] = float32(rng.Float64()*175 - 87)
+	}
+	x[0], x[1], x[2], x[3] = 0, -87, 88, -1e-30
+	y := append([]float32(nil), x...)
+	expTile(&y[0], len(y)/8)
+	for i, v := range x {
+		want := float32(math.Exp(float64(v)))
+		ulp := math.Abs(float64(math.Float32bits(y[i])) - float64(math.Float32bits(want)))
+		if ulp > 2 {
+			t.Fatalf("exp(%v) = %v, want %v (%v ulp)", v, y[i], want, ulp)
+		}
+	}
+	z := []float32{float32(math.Inf(-1)), -88, -1000, float32(math.NaN()), 89, 1e30, float32(math.Inf(1)), 5}
+	expTile(&z[0], 1)
+	want := []float32{0, 0, 0, 0, float32(math.Exp(88)), float32(math.Exp(88)), float32(math.Exp(88)), float32(math.Exp(5))}
+	for i := range z {
+		if d := math.Abs(float64(z[i]-want[i])) / math.Max(float64(want[i]), 1e-30); d > 3e-7 {
+			t.Errorf("clamped input %d: got %v, want %v", i, z[i], want[i])
+		}
+	}
+}
+
+// TestAxpyRowsEqualsRepeatedAXPY checks that the multi-row assembly AXPY
+// adds the rows in order exactly as one axpyF32 per row does.
+func TestAxpyRowsEqualsRepeatedAXPY(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, d := range []int{8, 24, 32, 64, 72, 128} {
+		for _, n := range []int{0, 1, 3, 32} {
+			const stride = 200
+			vals := randomActs(rng, n+1, stride)
+			p := randomActs(rng, 1, n+8)
+			acc := randomActs(rng, 1, d)
+			want := append([]float32(nil), acc...)
+			for j := 0; j < n; j++ {
+				axpyF32(want, p[j], vals[j*stride+3:j*stride+3+d])
+			}
+			axpyRows(&acc[0], d, &p[0], &vals[3], 4*stride, n)
+			for i := range acc {
+				if !sameBits(acc[i], want[i]) {
+					t.Fatalf("d=%d n=%d: element %d %v, want %v", d, n, i, acc[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestAttendMatchesFloat64Softmax compares Attend (GQA, causal masks, key
+// counts that are not multiples of the tile, one and two key groups) with a
+// float64 softmax attention computed directly from the definition.
+func TestAttendMatchesFloat64Softmax(t *testing.T) {
+	rng := rand.New(rand.NewPCG(35, 36))
+	sh := AttnShape{Heads: 6, KVHeads: 2, HeadDim: 64}
+	for _, nKeys := range []int{1, 5, 33, 100} {
+		for _, grouped := range []bool{false, true} {
+			kvDim, qDim := sh.KVDim(), sh.QDim()
+			keys := randomActs(rng, nKeys, kvDim)
+			vals := randomActs(rng, nKeys, kvDim)
+			q := randomActs(rng, 1, qDim)
+			pos := make([]int32, nKeys)
+			for j := range pos {
+				pos[j] = int32(j)
+			}
+			qPos := int32(nKeys - 1 - nKeys/4) // the last quarter is masked
+			var groups *KeyGroups
+			if grouped {
+				groups = &KeyGroups{Of: make([]uint8, nKeys), Temp: []float32{1, 2}, LSEScale: []float32{1, 0.5}}
+				for j := range groups.Of {
+					groups.Of[j] = uint8(j % 2)
+				}
+			}
+			out := make([]float32, qDim)
+			var s AttnScratch
+			for kvh := 0; kvh < sh.KVHeads; kvh++ {
+				Attend(out, q, keys, vals, pos, qPos, sh, kvh, groups, &s)
+			}
+			g := sh.Heads / sh.KVHeads
+			d := sh.HeadDim
+			for h := 0; h < sh.Heads; h++ {
+				kvh := h / g
+				want := refAttention(q[h*d:(h+1)*d], keys, vals, pos, qPos, kvDim, kvh*d, groups)
+				for i := 0; i < d; i++ {
+					if diff := math.Abs(float64(out[h*d+i]) - want[i]); diff > 2e-5*(1+math.Abs(want[i])) {
+						t.Fatalf("keys=%d grouped=%v head %d [%d]: got %v, want %v", nKeys, grouped, h, i, out[h*d+i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// refAttention is softmax attention for one head in float64: per group,
+// O_g = Σ softmax(q·k/(T_g√d))·v and LSE_g, merged with
+// w = softmax(LSEScale·LSE).
+func refAttention(q, keys, vals []float32, pos []int32, qPos int32, kvDim, off int, groups *KeyGroups) []float64 {
+	d := len(q)
+	nGroups := 1
+	if groups != nil {
+		nGroups = len(groups.Temp)
+	}
+	out := make([]float64, d)
+	o := make([][]float64, nGroups)
+	lse := make([]float64, nGroups)
+	for grp := range o {
+		temp := 1.0
+		if groups != nil {
+			temp = float64(groups.Temp[grp])
+		}
+		var sc []float64
+		var idx []int
+		for j := range pos {
+			if pos[j] > qPos || (groups != nil && int(groups.Of[j]) != grp) {
+				continue
+			}
+			var s float64
+			for i := 0; i < d; i++ {
+				s += float64(q[i]) * float64(keys[j*kvDim+off+i])
+			}
+			sc = append(sc, s/(temp*math.Sqrt(float64(d))))
+			idx = append(idx, j)
+		}
+		o[grp] = make([]float64, d)
+		if len(sc) == 0 {
+			lse[grp] = math.Inf(-1)
+			continue
+		}
+		m := math.Inf(-1)
+		for _, s := range sc {
+			m = math.Max(m, s)
+		}
+		var z float64
+		for k, s := range sc {
+			p := math.Exp(s - m)
+			z += p
+			for i := 0; i < d; i++ {
+				o[grp][i] += p * float64(vals[idx[k]*kvDim+off+i])
+			}
+		}
+		for i := range o[grp] {
+			o[grp][i] /= z
+		}
+		lse[grp] = m + math.Log(z)
+	}
+	if nGroups == 1 {
+		return o[0]
+	}
+	var w []float64
+	zmax := math.Inf(-1)
+	for grp := range lse {
+		w = append(w, float64(groups.LSEScale[grp])*lse[grp])
+		zmax = math.Max(zmax, w[grp])
+	}
+	var zs float64
+	for grp := range w {
+		w[grp] = math.Exp(w[grp] - zmax)
+		zs += w[grp]
+	}
+	for grp := range w {
+		for i := range out {
+			out[i] += w[grp] / zs * o[grp][i]
+		}
+	}
+	return out
+}

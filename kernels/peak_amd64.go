@@ -1,0 +1,7 @@
+package kernels
+
+//go:noescape
+func fmaLoop(iters int)
+
+//go:noescape
+func readSweep(p *byte, n int) uint64
