@@ -105,6 +105,7 @@ func addEvalCommands(root *cobra.Command) {
 	var dataset string
 	var limit int
 	var retrievers []string
+	var asJSON bool
 	retr := &cobra.Command{
 		Use:   "retrieval --data DIR --dataset FILE",
 		Short: "Answer-recall@1/5/10 and latency of each retriever on a pooled dataset",
@@ -161,15 +162,26 @@ func addEvalCommands(root *cobra.Command) {
 				}
 				res.Retrievers[name] = score
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(res)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			fmt.Fprintf(out, "%d questions over %d documents (%d passages)\n", res.Questions, res.Documents, res.Passages)
+			fmt.Fprintf(out, "%-8s %6s %6s %6s %9s %9s\n", "", "R@1", "R@5", "R@10", "p50 ms", "p95 ms")
+			for _, name := range retrievers {
+				sc := res.Retrievers[name]
+				fmt.Fprintf(out, "%-8s %6.2f %6.2f %6.2f %9.1f %9.1f\n", name, sc.RecallAt["1"], sc.RecallAt["5"], sc.RecallAt["10"], sc.P50MS, sc.P95MS)
+			}
+			return nil
 		},
 	}
 	df.register(retr)
 	retr.Flags().StringVar(&dataset, "dataset", "", "dataset JSON (e.g. ../shared/eval/musique_dev.json)")
 	retr.Flags().IntVar(&limit, "limit", 0, "evaluate only the first N questions (all passages are still pooled)")
 	retr.Flags().StringSliceVar(&retrievers, "retrievers", []string{"bm25", "dense", "hybrid"}, "retrievers to evaluate")
+	retr.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	retr.MarkFlagRequired("dataset")
 	eval.AddCommand(retr)
 	addEvalBlendCommand(eval)
