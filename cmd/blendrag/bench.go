@@ -60,6 +60,7 @@ type llamaCppBench struct {
 func addBenchCommands(root *cobra.Command) {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks (print JSON)"}
 	bench.AddCommand(engineBenchCommand(), kernelsBenchCommand())
+	addKVBenchCommands(bench)
 	root.AddCommand(bench)
 }
 
