@@ -129,6 +129,7 @@ type matmulState struct {
 	job      matJob      // the call in progress
 	prep     prepTask
 	comp     computeTask
+	multi    multiTask // MatMulMulti's jobs
 }
 
 // grow returns s resized to n, reallocating only when it is too small.
@@ -211,15 +212,18 @@ const tileBytes = 128 << 10
 
 // inlineBytes is the weight traffic (activation rows × matrix bytes) below
 // which MatMul runs on the calling goroutine alone (Pool.inlineWork).
-const inlineBytes = 256 << 10
+const inlineBytes = 64 << 10
 
 // fusedMaxRows is the largest number of activation rows per weight row for
 // which reading the weights straight from the GGML row beats unpacking them.
 const fusedMaxRows = 2
 
-// Do computes outputs [lo, hi) of every row, sweeping the rows in tiles.
-func (t *computeTask) Do(worker, lo, hi int) {
-	j := t.j
+// Do computes outputs [lo, hi) of every row.
+func (t *computeTask) Do(worker, lo, hi int) { t.j.compute(worker, lo, hi) }
+
+// compute computes outputs [lo, hi) of every row, sweeping the rows in
+// tiles; worker names the per-worker scratch it may use.
+func (j *matJob) compute(worker, lo, hi int) {
 	var rowBytes int
 	switch j.kind {
 	case mmAsmQ:
@@ -318,22 +322,45 @@ func (t *computeTask) Do(worker, lo, hi int) {
 // MatMul panics if m fails Validate, n < 0, len(x) < n·m.Cols or
 // len(dst) < n·m.Rows. dst must not overlap x.
 func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
-	if err := m.Validate(); err != nil {
-		panic(fmt.Sprintf("kernels.MatMul: %v", err))
-	}
-	if n < 0 || len(x) < n*m.Cols || len(dst) < n*m.Rows {
-		panic(fmt.Sprintf("kernels.MatMul: %v %d×%d with n=%d: len(x)=%d (want %d), len(dst)=%d (want %d)",
-			m.Type, m.Rows, m.Cols, n, len(x), n*m.Cols, len(dst), n*m.Rows))
-	}
+	checkMatMul("MatMul", dst, m, x, n)
 	if n == 0 {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	st := &p.mm
+	j := p.prepareLocked(&st.job, dst, m, x, n)
+	if n*len(m.Data) < p.inlineWork {
+		// Too little work to pay for waking the workers (decode's small
+		// projections); the result is the same on any number of threads.
+		j.compute(0, 0, m.Rows)
+	} else {
+		st.comp.j = j
+		p.runLocked(m.Rows, &st.comp)
+	}
+	st.job = matJob{} // drop references to the caller's slices
+	st.prep.j, st.comp.j = nil, nil
+}
+
+// checkMatMul panics (naming the caller op) unless m, x, dst and n fit
+// together.
+func checkMatMul(op string, dst []float32, m Matrix, x []float32, n int) {
+	if err := m.Validate(); err != nil {
+		panic(fmt.Sprintf("kernels.%s: %v", op, err))
+	}
+	if n < 0 || len(x) < n*m.Cols || len(dst) < n*m.Rows {
+		panic(fmt.Sprintf("kernels.%s: %v %d×%d with n=%d: len(x)=%d (want %d), len(dst)=%d (want %d)",
+			op, m.Type, m.Rows, m.Cols, n, len(x), n*m.Cols, len(dst), n*m.Rows))
+	}
+}
+
+// prepareLocked fills *j for the product of m with the n rows of x into
+// dst, grows the scratch and converts the activations (on the workers when
+// there are many). p.mu must be held and n > 0.
+func (p *Pool) prepareLocked(j *matJob, dst []float32, m Matrix, x []float32, n int) *matJob {
 	p.kern.init()
 	st := &p.mm
-	st.job = matJob{kind: p.kern.kind(m.Type, m.Cols), m: m, x: x, dst: dst, n: n, rb: m.RowBytes(), st: st}
-	j := &st.job
+	*j = matJob{kind: p.kern.kind(m.Type, m.Cols), m: m, x: x, dst: dst, n: n, rb: m.RowBytes(), st: st}
 	j.nb = m.Cols / m.Type.BlockSize()
 	threads := p.Threads()
 	switch j.kind {
@@ -358,7 +385,7 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 			st.f32 = grow(st.f32, n*m.Cols)
 		}
 	}
-	st.prep.j, st.comp.j = j, j
+	st.prep.j = j
 	if (j.kind != mmFloat && j.kind != mmAsmF) || m.Type != F32 {
 		if n*m.Cols >= 1<<14 {
 			p.runLocked(n, &st.prep)
@@ -366,14 +393,81 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 			st.prep.Do(0, 0, n)
 		}
 	}
-	if n*len(m.Data) < p.inlineWork {
-		// Too little work to pay for waking the workers (decode's small
-		// projections); the result is the same on any number of threads.
-		st.comp.Do(0, 0, m.Rows)
-	} else {
-		p.runLocked(m.Rows, &st.comp)
+	return j
+}
+
+// multiTask computes the outputs of several jobs on one input as one range:
+// index i is output i of the concatenation of the jobs' matrices.
+type multiTask struct{ jobs []matJob }
+
+// Do computes the outputs [lo, hi) of the concatenated matrices.
+func (t *multiTask) Do(worker, lo, hi int) {
+	base := 0
+	for i := range t.jobs {
+		j := &t.jobs[i]
+		if a, b := max(lo, base)-base, min(hi, base+j.m.Rows)-base; a < b {
+			j.compute(worker, a, b)
+		}
+		base += j.m.Rows
 	}
-	st.job = matJob{} // drop references to the caller's slices
+}
+
+// MatMulMulti computes, for every i, what MatMul(dsts[i], ms[i], x, n)
+// computes, bit for bit, in one parallel region: the activations are
+// converted once and the output rows of all the matrices are split over the
+// workers together, so several small products on the same input (a layer's
+// query, key and value projections, or its gate and up projections) cost one
+// wake-up of the workers instead of one each. Every element is the value
+// MatMul returns, so MatMulMulti keeps MatMul's batch invariance.
+//
+// The matrices must have the same Cols; when their types differ they are
+// computed one after another with MatMul. MatMulMulti panics if
+// len(dsts) != len(ms), if any (dsts[i], ms[i]) is invalid for MatMul, or if
+// the matrices' Cols differ. No dst may overlap x or another dst. Once its
+// scratch has grown it allocates nothing.
+func (p *Pool) MatMulMulti(dsts [][]float32, ms []Matrix, x []float32, n int) {
+	if len(dsts) != len(ms) {
+		panic(fmt.Sprintf("kernels.MatMulMulti: %d outputs for %d matrices", len(dsts), len(ms)))
+	}
+	sameType := true
+	for i, m := range ms {
+		checkMatMul("MatMulMulti", dsts[i], m, x, n)
+		if m.Cols != ms[0].Cols {
+			panic(fmt.Sprintf("kernels.MatMulMulti: matrix %d has %d columns, matrix 0 %d", i, m.Cols, ms[0].Cols))
+		}
+		sameType = sameType && m.Type == ms[0].Type
+	}
+	if !sameType {
+		for i, m := range ms {
+			p.MatMul(dsts[i], m, x, n)
+		}
+		return
+	}
+	if n == 0 || len(ms) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := &p.mm
+	st.multi.jobs = grow(st.multi.jobs, len(ms))
+	jobs := st.multi.jobs
+	j0 := p.prepareLocked(&jobs[0], dsts[0], ms[0], x, n)
+	rows, work := ms[0].Rows, n*len(ms[0].Data)
+	for i := 1; i < len(ms); i++ {
+		// Same type and width: same kernel and the activations converted
+		// for the first matrix.
+		jobs[i] = *j0
+		jobs[i].m, jobs[i].dst, jobs[i].rb = ms[i], dsts[i], ms[i].RowBytes()
+		rows += ms[i].Rows
+		work += n * len(ms[i].Data)
+	}
+	if work < p.inlineWork {
+		st.multi.Do(0, 0, rows)
+	} else {
+		p.runLocked(rows, &st.multi)
+	}
+	clear(jobs) // drop references to the caller's slices
+	st.prep.j = nil
 }
 
 // growWorkers makes sure each of threads per-worker buffers holds n blocks.

@@ -48,6 +48,8 @@ type Pass struct {
 	attn             []kernels.AttnScratch // one per pool worker
 	attnTask         attnTask
 	cos, sin         []float32
+	mats             [3]kernels.Matrix // MatMulMulti's arguments, kept here so
+	dsts             [3][]float32      // building them allocates nothing
 }
 
 // NewPass starts a forward pass over cache rows rows (ascending, each < kv.Len()),
@@ -108,9 +110,10 @@ func (p *Pass) QKV(l int) {
 		kernels.RMSNorm(p.x[i*c.Dim:(i+1)*c.Dim], p.H[i*c.Dim:(i+1)*c.Dim], ly.AttnNorm, c.NormEps)
 	}
 	pool := p.m.pool
-	pool.MatMul(p.Q[:n*c.QDim()], ly.Q, p.x[:n*c.Dim], n)
-	pool.MatMul(p.K[:n*c.KVDim()], ly.K, p.x[:n*c.Dim], n)
-	pool.MatMul(p.V[:n*c.KVDim()], ly.V, p.x[:n*c.Dim], n)
+	p.mats = [3]kernels.Matrix{ly.Q, ly.K, ly.V}
+	p.dsts = [3][]float32{p.Q[:n*c.QDim()], p.K[:n*c.KVDim()], p.V[:n*c.KVDim()]}
+	pool.MatMulMulti(p.dsts[:], p.mats[:], p.x[:n*c.Dim], n)
+	p.mats, p.dsts = [3]kernels.Matrix{}, [3][]float32{}
 	for i := 0; i < n; i++ {
 		q := p.Q[i*c.QDim() : (i+1)*c.QDim()]
 		k := p.K[i*c.KVDim() : (i+1)*c.KVDim()]
@@ -196,8 +199,10 @@ func (p *Pass) AttendMLP(l int) error {
 		kernels.RMSNorm(x[i*c.Dim:(i+1)*c.Dim], p.H[i*c.Dim:(i+1)*c.Dim], ly.FFNNorm, c.NormEps)
 	}
 	gate, up := p.gate[:n*c.FFN], p.up[:n*c.FFN]
-	p.m.pool.MatMul(gate, ly.Gate, x, n)
-	p.m.pool.MatMul(up, ly.Up, x, n)
+	p.mats = [3]kernels.Matrix{ly.Gate, ly.Up}
+	p.dsts = [3][]float32{gate, up}
+	p.m.pool.MatMulMulti(p.dsts[:2], p.mats[:2], x, n)
+	p.mats, p.dsts = [3]kernels.Matrix{}, [3][]float32{}
 	kernels.SwiGLU(gate, gate, up)
 	p.m.pool.MatMul(x, ly.Down, gate, n)
 	kernels.Add(p.H[:n*c.Dim], x)
