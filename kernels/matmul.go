@@ -212,7 +212,7 @@ const tileBytes = 128 << 10
 
 // inlineBytes is the weight traffic (activation rows × matrix bytes) below
 // which MatMul runs on the calling goroutine alone (Pool.inlineWork).
-const inlineBytes = 64 << 10
+const inlineBytes = 256 << 10
 
 // fusedMaxRows is the largest number of activation rows per weight row for
 // which reading the weights straight from the GGML row beats unpacking them.

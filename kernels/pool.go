@@ -3,8 +3,6 @@ package kernels
 import (
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"time"
 )
 
 // Task is a piece of parallel work for Pool.RunTask.
@@ -16,12 +14,9 @@ type Task interface {
 }
 
 // Pool is a fixed set of worker goroutines for data-parallel loops, plus the
-// scratch space MatMul needs. The goroutines are started once by NewPool;
-// between calls each spins for up to spinWait watching for the next job (a
-// decoder issues a few hundred short parallel calls per token, and waking a
-// parked goroutine costs more than many of them take) and then parks on a
-// channel. A parallel call starts no goroutine and, once its scratch has
-// grown to the largest shape seen, allocates nothing.
+// scratch space MatMul needs. The goroutines are started once by NewPool and
+// wait on channels between calls: a parallel call starts no goroutine and,
+// once its scratch has grown to the largest shape seen, allocates nothing.
 //
 // The zero Pool is a valid pool with no extra goroutines: everything runs on
 // the calling goroutine.
@@ -34,25 +29,10 @@ type Task interface {
 type Pool struct {
 	mu      sync.Mutex // held for the whole of each operation
 	threads int
-	wake    []chan struct{} // wake[w] starts a parked worker w (w ≥ 1)
-	parked  []atomic.Bool   // parked[w]: worker w is (about to be) blocked on wake[w]
-	// gen is the job generation: a counter in the high bits and, in the low
-	// genPartsBits, the number of parts of its job; worker w takes part in
-	// a generation with more than w parts (and the caller waits for it, so
-	// it cannot miss one), and skips the others.
-	gen     atomic.Uint64
-	quit    atomic.Bool  // set by Close: workers exit at the next generation
-	pending atomic.Int32 // workers of the current job still running
-	// doneCh receives one value when the last worker finishes while the
-	// caller is parked (callerParked).
-	doneCh       chan struct{}
-	callerParked atomic.Bool
-	exited       sync.WaitGroup // worker goroutines still running
-	closed       bool
-	// spin is how long to poll before parking: spinWait, or 0 when there
-	// are fewer OS threads for goroutines (GOMAXPROCS) than workers, where
-	// a spinning goroutine would hold back the one it waits for.
-	spin time.Duration
+	wake    []chan struct{} // wake[w] starts worker w (w ≥ 1) on the current job
+	done    sync.WaitGroup  // outstanding workers of the current job
+	exited  sync.WaitGroup  // worker goroutines still running
+	closed  bool
 
 	// The current job; written under mu before the workers are woken.
 	job      Task
@@ -76,15 +56,9 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	threads = min(threads, 1<<genPartsBits-1)
 	p := &Pool{threads: threads, inlineWork: inlineBytes}
-	if runtime.GOMAXPROCS(0) >= threads {
-		p.spin = spinWait
-	}
 	p.kern.init()
 	p.wake = make([]chan struct{}, threads)
-	p.parked = make([]atomic.Bool, threads)
-	p.doneCh = make(chan struct{}, 1)
 	for w := 1; w < threads; w++ {
 		p.wake[w] = make(chan struct{}, 1)
 		p.exited.Add(1)
@@ -106,91 +80,17 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
-	p.quit.Store(true)
-	p.startWorkers(p.threads)
+	for w := 1; w < p.threads; w++ {
+		close(p.wake[w])
+	}
 	p.exited.Wait()
 }
 
-// spinWait is how long an idle worker, or a caller waiting for its workers,
-// polls before parking.
-const spinWait = 100 * time.Microsecond
-
-// genPartsBits is the width of the parts field of Pool.gen; NewPool caps
-// threads below 1<<genPartsBits.
-const genPartsBits = 16
-
-// startWorkers publishes a new job generation to workers 1 … parts−1 (the
-// job fields must be written first) and wakes those that are parked.
-func (p *Pool) startWorkers(parts int) {
-	g := p.gen.Load()
-	p.gen.Store((g>>genPartsBits+1)<<genPartsBits | uint64(parts))
-	for w := 1; w < parts; w++ {
-		if p.parked[w].CompareAndSwap(true, false) {
-			p.wake[w] <- struct{}{}
-		}
-	}
-}
-
-// worker runs job generations until Close. It takes part in every
-// generation whose job has a part for it (w < jobParts), and in the last
-// (quit) one it exits.
 func (p *Pool) worker(w int) {
 	defer p.exited.Done()
-	var last uint64 // NewPool starts the workers at generation 0
-	for {
-		g := p.awaitGen(w, last)
-		last = g
-		if p.quit.Load() {
-			return
-		}
-		if w >= int(g&(1<<genPartsBits-1)) {
-			continue // not in this job
-		}
+	for range p.wake[w] {
 		p.runPart(w)
-		if p.pending.Add(-1) == 0 && p.callerParked.CompareAndSwap(true, false) {
-			p.doneCh <- struct{}{}
-		}
-	}
-}
-
-// awaitGen waits until the job generation differs from last and returns it:
-// spinning for up to spinWait, then parking on wake[w]. The parked flag and
-// the generation are both atomics, so either startWorkers sees the flag and
-// sends, or the worker sees the new generation after setting it.
-func (p *Pool) awaitGen(w int, last uint64) uint64 {
-	var g uint64
-	if spinUntil(p.spin, func() bool { g = p.gen.Load(); return g != last }) {
-		return g
-	}
-	p.parked[w].Store(true)
-	if g = p.gen.Load(); g != last && p.parked[w].CompareAndSwap(true, false) {
-		return g
-	}
-	// startWorkers cleared the flag and sends (or has sent) a wake-up: the
-	// generation it published is the current one until this worker, part
-	// of it, finishes.
-	<-p.wake[w]
-	return p.gen.Load()
-}
-
-// spinUntil polls cond for up to d (at least once) and reports whether it
-// became true.
-func spinUntil(d time.Duration, cond func() bool) bool {
-	var start time.Time
-	for i := 1; ; i++ {
-		if cond() {
-			return true
-		}
-		if d <= 0 {
-			return false
-		}
-		if i%64 == 0 {
-			if start.IsZero() {
-				start = time.Now()
-			} else if time.Since(start) > d {
-				return false
-			}
-		}
+		p.done.Done()
 	}
 }
 
@@ -254,27 +154,15 @@ func (p *Pool) runLocked(n int, t Task) {
 		return
 	}
 	p.job, p.jobN, p.jobParts, p.panicked = t, n, parts, nil
-	p.pending.Store(int32(parts - 1))
-	p.startWorkers(parts)
+	p.done.Add(parts - 1)
+	for w := 1; w < parts; w++ {
+		p.wake[w] <- struct{}{}
+	}
 	p.runPart(0)
-	p.waitWorkers()
+	p.done.Wait()
 	p.job = nil
 	if r := p.panicked; r != nil {
 		p.panicked = nil
 		panic(r)
 	}
-}
-
-// waitWorkers returns once every worker of the current job has finished:
-// it spins for up to spinWait, then parks on doneCh (the last worker sends
-// if it sees callerParked set).
-func (p *Pool) waitWorkers() {
-	if spinUntil(p.spin, func() bool { return p.pending.Load() == 0 }) {
-		return
-	}
-	p.callerParked.Store(true)
-	if p.pending.Load() == 0 && p.callerParked.CompareAndSwap(true, false) {
-		return
-	}
-	<-p.doneCh
 }

@@ -1,11 +1,9 @@
 package kernels
 
 import (
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // coverTask records which worker processed each index.
@@ -30,7 +28,19 @@ func TestPoolRunCoversEveryIndexExactlyOnceInContiguousRanges(t *testing.T) {
 	for _, threads := range []int{1, 2, 3, 8} {
 		p := NewPool(threads)
 		for _, n := range []int{0, 1, 2, 5, 7, 64, 1000} {
-			runCovered(t, p, n, threads, fmt.Sprintf("threads=%d n=%d", threads, n))
+			c := &coverTask{hits: make([]atomic.Int32, n), workers: make([]atomic.Int32, n), maxW: threads}
+			p.RunTask(n, c)
+			if c.bad.Load() {
+				t.Fatalf("threads=%d n=%d: bad worker index or empty range", threads, n)
+			}
+			for i := range c.hits {
+				if h := c.hits[i].Load(); h != 1 {
+					t.Fatalf("threads=%d n=%d: index %d processed %d times", threads, n, i, h)
+				}
+				if i > 0 && c.workers[i].Load() < c.workers[i-1].Load() {
+					t.Fatalf("threads=%d n=%d: ranges not contiguous in worker order at %d", threads, n, i)
+				}
+			}
 		}
 		p.Close()
 	}
@@ -146,41 +156,4 @@ func TestZeroPoolRunsSingleThreaded(t *testing.T) {
 		t.Errorf("zero Pool MatMul of zero weights = %v", dst)
 	}
 	p.Close()
-}
-
-// TestPoolSpinningAndParkedWorkersRunEveryJobOnce alternates jobs with
-// fewer parts than workers (so some workers skip generations), jobs issued
-// back to back (workers still spinning) and jobs after pauses longer than
-// spinWait (workers parked), and checks every index of every job is
-// processed exactly once by a worker of that job.
-func TestPoolSpinningAndParkedWorkersRunEveryJobOnce(t *testing.T) {
-	p := NewPool(4)
-	defer p.Close()
-	for i := 0; i < 300; i++ {
-		n := []int{1, 2, 3, 4, 9}[i%5]
-		if i%7 == 0 {
-			time.Sleep(3 * spinWait)
-		}
-		runCovered(t, p, n, min(4, n), fmt.Sprintf("job %d (n=%d)", i, n))
-	}
-}
-
-// runCovered runs a coverTask over [0, n) on p and fails the test unless
-// every index was processed exactly once, by workers below maxW, in
-// contiguous ranges in worker order.
-func runCovered(t *testing.T, p *Pool, n, maxW int, what string) {
-	t.Helper()
-	c := &coverTask{hits: make([]atomic.Int32, n), workers: make([]atomic.Int32, n), maxW: maxW}
-	p.RunTask(n, c)
-	if c.bad.Load() {
-		t.Fatalf("%s: bad worker index or empty range", what)
-	}
-	for i := range c.hits {
-		if h := c.hits[i].Load(); h != 1 {
-			t.Fatalf("%s: index %d processed %d times", what, i, h)
-		}
-		if i > 0 && c.workers[i].Load() < c.workers[i-1].Load() {
-			t.Fatalf("%s: ranges not contiguous in worker order at %d", what, i)
-		}
-	}
 }
