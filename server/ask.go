@@ -173,47 +173,53 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 
 // loadKV opens a streaming load of the chunks' KV, first computing and
 // storing the KV of chunks the store lacks or holds corrupt. The caller
-// holds the model lock.
+// holds the model lock. It returns how many chunks it computed.
 func (s *Service) loadKV(ctx context.Context, ids []string) (*kvstore.Loader, int, error) {
-	e := s.eng
 	keys := make([]kvstore.Key, len(ids))
 	for i, id := range ids {
-		keys[i] = e.key(id)
+		keys[i] = s.eng.key(id)
 	}
+	computed, err := s.computeMissingKV(ids)
+	if err != nil {
+		return nil, computed, err
+	}
+	ld, err := s.eng.store.Load(ctx, keys)
+	if errors.Is(err, kvstore.ErrCorrupt) || errors.Is(err, kvstore.ErrNotFound) {
+		// A value went bad or was evicted between the check and the load
+		// (the store has dropped it): compute what it no longer serves, once.
+		s.log.Warn("chunk KV unusable; recomputing", "err", err)
+		n, cerr := s.computeMissingKV(ids)
+		computed += n
+		if cerr != nil {
+			return nil, computed, cerr
+		}
+		ld, err = s.eng.store.Load(ctx, keys)
+	}
+	if err != nil {
+		return nil, computed, err
+	}
+	return ld, computed, nil
+}
+
+// computeMissingKV computes and stores the KV of each chunk the store does
+// not hold, returning how many it computed. The caller holds the model lock.
+func (s *Service) computeMissingKV(ids []string) (int, error) {
 	computed := 0
 	for _, id := range ids {
-		if e.store.Has(e.key(id)) {
+		if s.eng.store.Has(s.eng.key(id)) {
 			continue
 		}
 		ch, found, err := s.cat.chunk(id)
-		if err != nil || !found {
-			return nil, 0, fmt.Errorf("chunk %s: not in the catalog (%v)", id, err)
+		if err != nil {
+			return computed, err
+		}
+		if !found {
+			return computed, fmt.Errorf("chunk %s: not in the catalog", id)
 		}
 		if err := s.computeChunkKV(id, ch.Text); err != nil {
-			return nil, 0, err
+			return computed, err
 		}
 		computed++
 	}
-	for attempt := 0; ; attempt++ {
-		ld, err := e.store.Load(ctx, keys)
-		if err == nil {
-			return ld, computed, nil
-		}
-		if attempt > 0 || !(errors.Is(err, kvstore.ErrCorrupt) || errors.Is(err, kvstore.ErrNotFound)) {
-			return nil, computed, err
-		}
-		// A value went bad or was evicted between Has and Load: recompute
-		// whatever the store no longer serves, once.
-		s.log.Warn("chunk KV unusable; recomputing", "err", err)
-		for _, id := range ids {
-			if e.store.Has(e.key(id)) {
-				continue
-			}
-			ch, _, _ := s.cat.chunk(id)
-			if err := s.computeChunkKV(id, ch.Text); err != nil {
-				return nil, computed, err
-			}
-			computed++
-		}
-	}
+	return computed, nil
 }

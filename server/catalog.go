@@ -327,6 +327,7 @@ func (c *catalog) setState(id, state string, attempts int) error {
 func (c *catalog) drop(id string) (orphans []chunkRecord, err error) {
 	err = c.update(func(txn *badger.Txn) error {
 		orphans = orphans[:0]
+		seen := map[string]bool{}
 		var rec docRecord
 		found, err := getJSON(txn, docKey(id), &rec)
 		if err != nil || !found {
@@ -342,7 +343,8 @@ func (c *catalog) drop(id string) (orphans []chunkRecord, err error) {
 				continue
 			}
 			ch.Refs = slices.DeleteFunc(ch.Refs, func(r ChunkRef) bool { return r.Doc == id })
-			if len(ch.Refs) == 0 && !slices.ContainsFunc(orphans, func(o chunkRecord) bool { return o.ID == cid }) {
+			if len(ch.Refs) == 0 && !seen[cid] {
+				seen[cid] = true
 				orphans = append(orphans, ch)
 			}
 			if err := setJSON(txn, chunkKey(cid), ch); err != nil {

@@ -90,13 +90,15 @@ func (s *Service) ingestParsed(ctx context.Context, p *retrieval.Parsed, start t
 		Size: p.Doc.Size, Pages: p.Doc.Pages, Chunks: len(chunks),
 	}}
 	var recs []chunkRecord
+	at := map[string]int{} // chunk id → index in recs (a text may repeat in a document)
 	for _, c := range chunks {
 		rec.Chunks = append(rec.Chunks, c.ID)
 		ref := ChunkRef{Doc: id, Start: c.Start, End: c.End, Page: c.Page}
-		if i := slices.IndexFunc(recs, func(r chunkRecord) bool { return r.ID == c.ID }); i >= 0 {
+		if i, ok := at[c.ID]; ok {
 			recs[i].Refs = append(recs[i].Refs, ref)
 			continue
 		}
+		at[c.ID] = len(recs)
 		recs = append(recs, chunkRecord{ID: c.ID, Text: c.Text, Tokens: c.Tokens, Refs: []ChunkRef{ref}})
 	}
 	todo, err := s.cat.begin(rec, recs, s.indexNames())

@@ -75,8 +75,11 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) ([]SearchResult
 	if retr == "" {
 		retr = RetrieverHybrid
 	}
-	if (retr == RetrieverCUR || req.Rerank) && s.cfg.CrossEncoder == nil {
-		return nil, fmt.Errorf("search: %s needs a cross-encoder: %w", map[bool]string{true: "rerank", false: "cur"}[req.Rerank], ErrNoCE)
+	if s.cfg.CrossEncoder == nil && req.Rerank {
+		return nil, fmt.Errorf("search: rerank needs a cross-encoder: %w", ErrNoCE)
+	}
+	if s.cfg.CrossEncoder == nil && retr == RetrieverCUR {
+		return nil, fmt.Errorf("search: the cur retriever needs a cross-encoder: %w", ErrNoCE)
 	}
 	depth := max(minFusionDepth, 4*k)
 

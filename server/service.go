@@ -225,9 +225,6 @@ func (s *Service) Close() error {
 	return errors.Join(errs...)
 }
 
-// Tokenizer returns the generator's tokenizer, which cuts chunks.
-func (s *Service) Tokenizer() *tokenizer.Tokenizer { return s.tok }
-
 // DocumentInfo describes one document.
 type DocumentInfo struct {
 	ID         string    `json:"id"`
