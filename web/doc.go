@@ -1,6 +1,4 @@
-// Package web will hold the demo UI, embedded with go:embed and served by
-// package server; it talks to nothing but the public HTTP API and loads
-// nothing from a CDN.
-//
-// Not built yet: see the product issue.
+// Package web holds the demo UI, embedded with go:embed and served by
+// package server at "/"; it talks to nothing but the public HTTP API and
+// loads nothing from a CDN.
 package web

@@ -185,6 +185,8 @@ func addEvalCommands(root *cobra.Command) {
 	retr.MarkFlagRequired("dataset")
 	eval.AddCommand(retr)
 	addEvalBlendCommand(eval)
+	addEvalRapidCommand(eval)
+	addEvalCurCommand(eval)
 	root.AddCommand(eval)
 }
 

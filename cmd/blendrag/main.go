@@ -46,6 +46,7 @@ func newRootCommand() *cobra.Command {
 	addServiceCommands(root)
 	addEvalCommands(root)
 	addAskCommand(root)
+	addServeCommand(root)
 	return root
 }
 
