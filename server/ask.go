@@ -33,6 +33,15 @@ type AskRequest struct {
 	// Temperature 0 decodes greedily.
 	Temperature float64 `json:"temperature,omitempty"`
 	Seed        uint64  `json:"seed,omitempty"`
+	// Rapid decodes with RAPID speculative decoding: a drafter over the top
+	// DraftChunks chunks (default 3, in document order) proposes Gamma
+	// tokens (default 6, adapted between 2 and 10) that the long-context
+	// target verifies in one forward; Eta (default 0, lossless) is the
+	// knowledge-transfer strength.
+	Rapid       bool    `json:"rapid,omitempty"`
+	Gamma       int     `json:"gamma,omitempty"`
+	Eta         float64 `json:"eta,omitempty"`
+	DraftChunks int     `json:"draft_chunks,omitempty"`
 }
 
 // Citation is a chunk the answer was given.
