@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -30,6 +32,9 @@ type Loader struct {
 	next   int
 	err    error
 	once   sync.Once
+	// read is the total time spent reading and decoding layers
+	// (nanoseconds), apart from any time the reader waited on the caller.
+	readNS atomic.Int64
 }
 
 // layerData is one decoded layer of every chunk, or the error that ended
@@ -116,7 +121,9 @@ func (ld *Loader) run(ctx context.Context, txn *badger.Txn) {
 	defer ld.wg.Done()
 	defer txn.Discard()
 	for l := 0; l < ld.layers; l++ {
+		start := time.Now()
 		d := ld.read(txn, l)
+		ld.readNS.Add(int64(time.Since(start)))
 		select {
 		case ld.out <- d:
 		case <-ld.done:
@@ -198,6 +205,13 @@ func (ld *Loader) LoadLayer(l int) (k, v [][]float32, err error) {
 	ld.next++
 	return d.k, d.v, nil
 }
+
+// ReadTime is the time the background reader has spent reading and
+// decoding the layers delivered so far (or in flight), not counting time
+// it waited for the caller to take a layer: the raw load cost that
+// CacheBlend's loading controller weighs against recompute. Safe to call
+// from any goroutine.
+func (ld *Loader) ReadTime() time.Duration { return time.Duration(ld.readNS.Load()) }
 
 // Close stops the background reader and releases the snapshot. It is safe
 // to call more than once.

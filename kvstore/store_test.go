@@ -735,3 +735,38 @@ func TestBadgerLogsGoThroughLoggerWithInfoAsDebug(t *testing.T) {
 		t.Error("no badger log records reached the logger")
 	}
 }
+
+func TestLoaderReadTimeCountsReadsNotWaits(t *testing.T) {
+	s := openStore(t, t.TempDir(), Options{Codec: CodecFP16})
+	defer s.Close()
+	const layers = 4
+	if err := s.Put(key("a"), synthKV(13, layers, 6, 64, 0)); err != nil {
+		t.Fatal(err)
+	}
+	const slowRead = 10 * time.Millisecond
+	s.readValue = func(txn *badger.Txn, k []byte, l int, fn func([]byte) error) error {
+		time.Sleep(slowRead)
+		return readValue(txn, k, l, fn)
+	}
+	ld, err := s.Load(context.Background(), []Key{key("a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ld.Close()
+	const callerWork = 150 * time.Millisecond
+	for l := range layers {
+		if _, _, err := ld.LoadLayer(l); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(callerWork) // the reader finishes the next layer, then waits on us
+	}
+	// Every read slept slowRead; the reader also sat idle ≈ callerWork per
+	// layer waiting for the hand-over, which must not count.
+	got := ld.ReadTime()
+	if got < layers*slowRead {
+		t.Errorf("ReadTime %v < %d reads × %v", got, layers, slowRead)
+	}
+	if got >= layers*callerWork/2 {
+		t.Errorf("ReadTime %v includes the time the reader waited on the caller (%d × %v)", got, layers, callerWork)
+	}
+}
