@@ -1,9 +1,11 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/blendrag/blendrag/blend"
@@ -60,6 +62,39 @@ type Timings struct {
 	Decode     time.Duration `json:"decode_ns"`
 	Tokens     int           `json:"tokens"`
 	TokensPerS float64       `json:"decode_tok_s"`
+	// Rapid describes RAPID decoding when the request asked for it.
+	Rapid *RapidTimings `json:"rapid,omitempty"`
+}
+
+// RapidTimings describe a RAPID decode: the drafter's context, the drafts
+// and how many the target accepted, the draft length, the measured costs,
+// and whether RAPID switched itself off (and why).
+type RapidTimings struct {
+	DraftChunks  int           `json:"draft_chunks"`     // chunks in the drafter's context
+	DraftRows    int           `json:"draft_rows"`       // rows of the drafter's context (target: TargetRows)
+	TargetRows   int           `json:"target_rows"`      //
+	DraftPrefill time.Duration `json:"draft_prefill_ns"` // fusing the drafter's context (after the first token's logits)
+	Rounds       int           `json:"rounds"`
+	Drafted      int           `json:"drafted"`
+	Accepted     int           `json:"accepted"`
+	AcceptRate   float64       `json:"accept_rate"`
+	MeanAccepted float64       `json:"mean_accepted"` // accepted drafts per round
+	GammaMean    float64       `json:"gamma_mean"`    // draft length used, mean over rounds
+	GammaLast    int           `json:"gamma_last"`
+	// Measured costs: the drafter's and the target's decode steps, and the
+	// target's verify forward as VerifyFixed + VerifyPerRow·rows.
+	DraftStep    time.Duration `json:"draft_step_ns"`
+	TargetStep   time.Duration `json:"target_step_ns"`
+	VerifyFixed  time.Duration `json:"verify_fixed_ns"`
+	VerifyPerRow time.Duration `json:"verify_per_row_ns"`
+	// Bound is the best decode speedup these costs allow at the measured
+	// acceptance rate (blend.RapidStats.Bound); 0 when not measured.
+	Bound float64 `json:"bound"`
+	// Off says RAPID did not draft for (the rest of) the request; OffReason
+	// says why: it measured that drafting does not pay, or the drafter's
+	// context would not be shorter than the target's.
+	Off       bool   `json:"off"`
+	OffReason string `json:"off_reason,omitempty"`
 }
 
 // Answer is the outcome of Ask.
@@ -103,6 +138,9 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 	if req.K == 0 {
 		req.K = DefaultAskK
 	}
+	if err := validateRapid(&req); err != nil {
+		return Answer{}, err
+	}
 	results, err := s.Search(ctx, SearchRequest{Query: req.Question, K: req.K, Retriever: req.Retriever, Rerank: req.Rerank})
 	if err != nil {
 		return Answer{}, fmt.Errorf("ask: %w", err)
@@ -135,40 +173,24 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 	if req.Ratio > 0 {
 		opt.Ratio = req.Ratio
 	}
-	var res *blend.Result
-	for attempt := 0; ; attempt++ {
-		var src blend.Source
-		var ld *kvstore.Loader
-		if mode != blend.ModeFull && mode != blend.ModePrefix && len(ids) > 0 {
-			var missing int
-			if ld, missing, err = s.loadKV(ctx, ids); err != nil {
-				return ans, fmt.Errorf("ask: %w", err)
-			}
-			ans.Timings.KVMissing += missing
-			src = ld
-		}
-		res, err = blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
-		if ld != nil {
-			ld.Close()
-		}
-		// A value found corrupt while streaming has been dropped by the
-		// store: the retry recomputes it.
-		if err != nil && attempt == 0 && errors.Is(err, kvstore.ErrCorrupt) {
-			s.log.Warn("corrupt chunk KV while answering; recomputing", "err", err)
-			continue
-		}
-		if err != nil {
-			return ans, fmt.Errorf("ask: %w", err)
-		}
-		break
+	res, missing, err := s.fuse(ctx, seg, ids, opt)
+	ans.Timings.KVMissing += missing
+	if err != nil {
+		return ans, fmt.Errorf("ask: %w", err)
 	}
 	ans.Timings.FirstToken = time.Since(start)
 	ans.Timings.KVLoad = res.Stats.Load
 	ans.Timings.Recompute = res.Stats.Compute
-	gen, err := blend.Generate(ctx, e.m, res, model.GenerateOptions{
+	gopt := model.GenerateOptions{
 		MaxTokens: req.MaxTokens,
 		Sampler:   model.SamplerConfig{Temperature: float32(req.Temperature), Seed: req.Seed},
-	}, emit)
+	}
+	var gen model.Generation
+	if req.Rapid {
+		gen, err = s.decodeRapid(ctx, req, results[:len(ids)], res, opt, gopt, &ans.Timings, emit)
+	} else {
+		gen, err = blend.Generate(ctx, e.m, res, gopt, emit)
+	}
 	ans.Text, ans.Stop = gen.Text, string(gen.Reason)
 	ans.Timings.Decode, ans.Timings.Tokens = gen.Decode, len(gen.Tokens)
 	if gen.Decode > 0 {
@@ -178,6 +200,118 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 		return ans, fmt.Errorf("ask: %w", err)
 	}
 	return ans, nil
+}
+
+// Limits of RAPID's request fields.
+const (
+	DefaultDraftChunks = 3
+	MaxRapidGamma      = 16
+	MaxRapidEta        = 100
+)
+
+// validateRapid checks and defaults the RAPID fields of req.
+func validateRapid(req *AskRequest) error {
+	if !req.Rapid {
+		return nil // the other RAPID fields are ignored
+	}
+	if req.DraftChunks == 0 {
+		req.DraftChunks = DefaultDraftChunks
+	}
+	if req.Gamma == 0 {
+		req.Gamma = blend.DefaultGamma
+	}
+	switch {
+	case req.DraftChunks < 1:
+		return fmt.Errorf("ask: draft_chunks %d must be ≥ 1: %w", req.DraftChunks, ErrBadRequest)
+	case req.Gamma < 1 || req.Gamma > MaxRapidGamma:
+		return fmt.Errorf("ask: gamma %d outside 1..%d: %w", req.Gamma, MaxRapidGamma, ErrBadRequest)
+	case !(req.Eta >= 0 && req.Eta <= MaxRapidEta):
+		return fmt.Errorf("ask: eta %v outside [0, %d]: %w", req.Eta, MaxRapidEta, ErrBadRequest)
+	}
+	return nil
+}
+
+// fuse loads the chunks' cached KV (computing what is missing) and builds
+// the fused context of seg by opt, recomputing once a chunk found corrupt
+// while streaming. It returns how many chunks' KV it computed. The caller
+// holds the model lock.
+func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, opt blend.Options) (*blend.Result, int, error) {
+	e := s.eng
+	computed := 0
+	for attempt := 0; ; attempt++ {
+		var src blend.Source
+		var ld *kvstore.Loader
+		if opt.Mode != blend.ModeFull && opt.Mode != blend.ModePrefix && len(ids) > 0 {
+			var missing int
+			var err error
+			ld, missing, err = s.loadKV(ctx, ids)
+			computed += missing
+			if err != nil {
+				return nil, computed, err
+			}
+			src = ld
+		}
+		res, err := blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
+		if ld != nil {
+			ld.Close()
+		}
+		// A value found corrupt while streaming has been dropped by the
+		// store: the retry recomputes it.
+		if err != nil && attempt == 0 && errors.Is(err, kvstore.ErrCorrupt) {
+			s.log.Warn("corrupt chunk KV while answering; recomputing", "err", err)
+			continue
+		}
+		return res, computed, err
+	}
+}
+
+// draftChunks returns the drafter's chunks: the top n of the target's
+// (retrieval order), put in document order (by document, then offset).
+func draftChunks(used []SearchResult, n int) []SearchResult {
+	top := slices.Clone(used[:min(n, len(used))])
+	slices.SortStableFunc(top, func(a, b SearchResult) int {
+		return cmp.Or(cmp.Compare(a.Chunk.Doc, b.Chunk.Doc), cmp.Compare(a.Chunk.Start, b.Chunk.Start))
+	})
+	return top
+}
+
+// decodeRapid decodes with RAPID: target is the fused long context, the
+// drafter the same model over the top req.DraftChunks chunks fused by the
+// same mode. When the drafter's context would not be shorter than the
+// target's it decodes with the target alone and says so in the timings.
+func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []SearchResult, target *blend.Result, opt blend.Options, gopt model.GenerateOptions, tm *Timings, emit func(string) error) (model.Generation, error) {
+	e := s.eng
+	rt := &RapidTimings{TargetRows: target.KV.Len()}
+	tm.Rapid = rt
+	if len(used) <= req.DraftChunks {
+		rt.Off = true
+		rt.OffReason = fmt.Sprintf("the drafter's %d chunks would be all %d of the target's", req.DraftChunks, len(used))
+		return blend.Generate(ctx, e.m, target, gopt, emit)
+	}
+	top := draftChunks(used, req.DraftChunks)
+	texts := make([]string, len(top))
+	ids := make([]string, len(top))
+	for i, r := range top {
+		texts[i], ids[i] = r.Chunk.Text, r.Chunk.ID
+	}
+	t0 := time.Now()
+	drafter, missing, err := s.fuse(ctx, e.format.Segments(req.Question, texts), ids, opt)
+	tm.KVMissing += missing
+	rt.DraftPrefill = time.Since(t0)
+	if err != nil {
+		return model.Generation{}, fmt.Errorf("drafter: %w", err)
+	}
+	rt.DraftChunks, rt.DraftRows = len(top), drafter.KV.Len()
+	ropt := blend.RapidOptions{Gamma: req.Gamma, Eta: req.Eta}
+	gen, st, err := blend.Rapid(ctx, e.m, target, e.m, drafter, gopt, ropt, emit)
+	rt.Rounds, rt.Drafted, rt.Accepted = st.Rounds, st.Drafted, st.Accepted
+	rt.AcceptRate, rt.MeanAccepted = st.AcceptRate(), st.MeanAccepted()
+	rt.GammaMean, rt.GammaLast = st.GammaMean, st.GammaLast
+	rt.DraftStep, rt.TargetStep = st.DraftStep, st.TargetStep
+	rt.VerifyFixed, rt.VerifyPerRow = st.VerifyFixed, st.VerifyPerRow
+	rt.Bound, _ = st.Bound(st.AcceptRate(), blend.MinGamma, blend.MaxGamma)
+	rt.Off, rt.OffReason = st.Disabled, st.DisabledReason
+	return gen, err
 }
 
 // loadKV opens a streaming load of the chunks' KV, first computing and
