@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/server"
 )
 
@@ -71,6 +72,14 @@ func addAskCommand(root *cobra.Command) {
 			fmt.Fprintf(out, "\n%s: retrieve %v, KV load %v (%d chunks computed now), recompute %v, first token %v, decode %d tokens at %.1f tok/s\n",
 				ans.Mode, t.Retrieve.Round(time.Millisecond), t.KVLoad.Round(time.Millisecond), t.KVMissing,
 				t.Recompute.Round(time.Millisecond), t.FirstToken.Round(time.Millisecond), t.Tokens, t.TokensPerS)
+			if r := t.Rapid; r != nil {
+				fmt.Fprintf(out, "RAPID: drafter over %d chunks (%d rows, fused in %v), %d of %d drafts accepted (%.2f per round, γ %.1f)",
+					r.DraftChunks, r.DraftRows, r.DraftPrefill.Round(time.Millisecond), r.Accepted, r.Drafted, r.MeanAccepted, r.GammaMean)
+				if r.Off {
+					fmt.Fprintf(out, "; off: %s", r.OffReason)
+				}
+				fmt.Fprintln(out)
+			}
 			return nil
 		},
 	}
@@ -84,6 +93,9 @@ func addAskCommand(root *cobra.Command) {
 	ask.Flags().Float64Var(&req.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	ask.Flags().Uint64Var(&req.Seed, "seed", 0, "sampling seed")
 	ask.Flags().BoolVar(&asJSON, "json", false, "print the answer, citations and timings as JSON")
+	ask.Flags().BoolVar(&req.Rapid, "rapid", false, "decode with RAPID: a drafter over the top --draft-chunks chunks proposes, the long context verifies")
+	ask.Flags().IntVar(&req.DraftChunks, "draft-chunks", server.DefaultDraftChunks, "RAPID: chunks in the drafter's context (the top ones, in document order)")
+	ask.Flags().IntVar(&req.Gamma, "gamma", blend.DefaultGamma, "RAPID: draft tokens per round at the start (adapted between 2 and 10)")
+	ask.Flags().Float64Var(&req.Eta, "eta", 0, "RAPID: knowledge-transfer strength η (0: output is the target's)")
 	root.AddCommand(ask)
 }
-
