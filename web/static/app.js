@@ -33,6 +33,8 @@ function fmtBytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
 function fmtNs(ns) {
   const ms = (ns || 0) / 1e6;
   if (ms >= 1000) return `${(ms / 1000).toFixed(2)} s`;
@@ -45,7 +47,7 @@ function fmtNs(ns) {
 function initSettings() {
   const input = $('#api-key');
   input.value = api.apiKey();
-  input.addEventListener('change', () => api.setAPIKey(input.value.trim()));
+  input.addEventListener('change', () => { api.setAPIKey(input.value.trim()); loadDocs(); });
 }
 
 // ---- Documents ------------------------------------------------------------
@@ -74,7 +76,7 @@ function renderDocs(docs, total) {
   const list = $('#doc-list');
   list.replaceChildren(...docs.map((d) => {
     const title = d.title || d.file_name || d.id;
-    const meta = [d.kind, fmtBytes(d.size), d.pages ? `${d.pages} pages` : '', `${d.chunks} chunks`].filter(Boolean).join(' · ');
+    const meta = [d.kind, fmtBytes(d.size), d.pages ? plural(d.pages, 'page') : '', plural(d.chunks || 0, 'chunk')].filter(Boolean).join(' · ');
     return el('li', { class: 'doc', dataset: { id: d.id } },
       el('div', { class: 'doc-main' },
         el('span', { class: 'doc-title', title: d.id }, title),
@@ -114,13 +116,26 @@ function jobFraction(p) {
   return null;
 }
 
-function jobErrors(errs) {
-  if (!errs) return [];
-  if (typeof errs === 'string') return [errs];
-  if (Array.isArray(errs)) {
-    return errs.map((e) => (typeof e === 'string' ? e : [e.file || e.name, e.error || e.detail || e.message].filter(Boolean).join(': ')));
-  }
-  return Object.entries(errs).map(([k, v]) => `${k}: ${v}`);
+/** jobErrors lists a job's errors: the job's own and each file's. */
+function jobErrors(j) {
+  const out = [];
+  const add = (e) => {
+    if (!e) return;
+    if (typeof e === 'string') out.push(e);
+    else if (Array.isArray(e)) e.forEach(add);
+    else if (typeof e === 'object') out.push([e.file || e.name, e.error || e.detail || e.message].filter(Boolean).join(': '));
+  };
+  add(j.error);
+  add(j.errors);
+  for (const f of j.files || []) if (f.error) out.push(`${f.name}: ${f.error}`);
+  return out;
+}
+
+/** jobStage names what a running job is doing, from its first file's stage. */
+function jobStage(j) {
+  const f = (j.files || []).find((x) => x.state === 'running') || (j.files || [])[0];
+  if (f && f.stage) return f.total > 0 ? `${f.stage} ${f.done}/${f.total}` : f.stage;
+  return j.state || 'running';
 }
 
 class UploadItem {
@@ -143,19 +158,19 @@ async function uploadOne(file, item) {
   try {
     item.set('uploading', 'uploading 0%', 0);
     const r = await api.upload(file, (f) => item.set('uploading', `uploading ${Math.round(f * 100)}%`, f));
-    if (!r.job) { item.set('done', 'stored', 1); return; }
+    // The reply names the job by id, or holds the job itself.
+    const jobID = typeof r.job === 'string' ? r.job : r.job && r.job.id;
+    if (!jobID) { item.set('done', 'stored', 1); return; }
     for (let delay = 250; ; delay = Math.min(delay * 1.5, 2000)) {
-      const j = await api.json(`v1/jobs/${encodeURIComponent(r.job)}`);
-      const errs = jobErrors(j.errors);
-      if (j.state === 'done') {
-        if (errs.length) item.set('failed', errs.join('; '), 1);
-        else item.set('done', 'ingested', 1);
+      const j = await api.json(`v1/jobs/${encodeURIComponent(jobID)}`);
+      const errs = jobErrors(j);
+      if (j.state === 'done' || j.state === 'failed') {
+        if (j.state === 'failed' || errs.length) item.set('failed', errs.join('; ') || 'ingest failed', 1);
+        else item.set('done', (j.files || []).some((f) => f.existing) ? 'already stored' : 'ingested', 1);
         return;
       }
-      if (j.state === 'failed') { item.set('failed', errs.join('; ') || 'ingest failed', 1); return; }
       const f = jobFraction(j.progress);
-      const stage = j.progress && j.progress.stage ? j.progress.stage : j.state;
-      item.set(j.state || 'running', f == null ? stage : `${stage} ${Math.round(f * 100)}%`, f);
+      item.set(j.state || 'running', j.state === 'queued' ? 'queued' : jobStage(j), f);
       await sleep(delay);
     }
   } catch (e) {
@@ -258,7 +273,13 @@ class Pane {
     const totals = [`first token after ${fmtNs(t.first_token_ns)}`];
     if (t.tokens) totals.push(`${t.tokens} tokens`);
     if (t.decode_tok_s) totals.push(`${t.decode_tok_s.toFixed(1)} tok/s`);
-    if (t.kv_missing) totals.push(`${t.kv_missing} chunk KV computed now`);
+    if (t.kv_missing) totals.push(`KV of ${plural(t.kv_missing, 'chunk')} computed now`);
+    const r = t.rapid;
+    if (r) {
+      totals.push(r.off && !r.rounds
+        ? `RAPID off${r.off_reason ? ` (${r.off_reason})` : ''}`
+        : `RAPID: ${r.accepted}/${r.drafted} drafts accepted (${Math.round((r.accept_rate || 0) * 100)}%), γ ≈ ${(r.gamma_mean || 0).toFixed(1)}${r.off ? ', then off' : ''}`);
+    }
     $('.totals', this.timing).textContent = totals.join(' · ');
     this.timing.hidden = false;
   }
@@ -270,7 +291,7 @@ function openPassage(n, c) {
   const meta = [];
   if (chunk.page) meta.push(`page ${chunk.page}`);
   if (chunk.end > chunk.start) meta.push(`bytes ${chunk.start}–${chunk.end}`);
-  if (chunk.doc) meta.push(`document ${chunk.doc}`);
+  if (chunk.doc) meta.push(`document ${chunk.doc.slice(0, 12)}`);
   if (typeof c.score === 'number') meta.push(`score ${c.score.toFixed(4)}`);
   $('#passage-meta').textContent = meta.join(' · ');
   $('#passage-text').textContent = chunk.text || '';
