@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/blendrag/blendrag/kernels"
@@ -205,6 +206,18 @@ func Rapid(ctx context.Context, target *model.Model, tr *Result, drafter *model.
 	g.Text = r.out.text.String()
 	r.finishStats()
 	return g, r.st, err
+}
+
+// Clone returns a deep copy of the fused context, its logits and grouping
+// (Stats are shared), so that a decode can extend the copy.
+func (r *Result) Clone() *Result {
+	out := &Result{KV: r.KV.Clone(), Logits: slices.Clone(r.Logits), Stats: r.Stats}
+	if r.Groups != nil {
+		g := *r.Groups
+		g.Of = slices.Clone(r.Groups.Of)
+		out.Groups = &g
+	}
+	return out
 }
 
 // decodeCtx is one side of RAPID: a model over its context, with the

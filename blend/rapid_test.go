@@ -37,17 +37,6 @@ func (f *fixture) rapidPair(t *testing.T, mode Mode, keep ...int) (target, draft
 	return target, drafter
 }
 
-// cloneResult returns a deep copy of res's context and grouping.
-func cloneResult(res *Result) *Result {
-	out := &Result{KV: res.KV.Clone(), Logits: res.Logits}
-	if res.Groups != nil {
-		g := *res.Groups
-		g.Of = slices.Clone(res.Groups.Of)
-		out.Groups = &g
-	}
-	return out
-}
-
 // stepRef decodes tokens one by one after res's context (which it extends)
 // and returns the cache — what a decoder that never saw a rejected draft
 // holds.
@@ -93,7 +82,7 @@ func (c *rapidTally) add(s RapidStats) {
 func checkRapidGreedy(t *testing.T, m *model.Model, tr, dr *Result, maxTokens int, ropt RapidOptions, stop []string) RapidStats {
 	t.Helper()
 	nT, nD := tr.KV.Len(), dr.KV.Len()
-	ref, trClean, drClean := cloneResult(tr), cloneResult(tr), cloneResult(dr)
+	ref, trClean, drClean := tr.Clone(), tr.Clone(), dr.Clone()
 	opt := model.GenerateOptions{MaxTokens: maxTokens, IgnoreEOS: true, Stop: stop}
 	want, err := Generate(context.Background(), m, ref, opt, nil)
 	if err != nil {
