@@ -1,0 +1,427 @@
+// CUDA kernels of blendrag's GPU backend. gen.sh compiles this file to PTX
+// (kernels.ptx), which package cuda embeds and loads through gorgonia.org/cu.
+//
+// Every kernel has a CPU twin in package kernels (github.com/blendrag/blendrag/kernels);
+// the parity tests in this directory compare them. The file is compiled with
+// --fmad=false so that no multiply and add are fused: like the CPU kernels,
+// every float32 product is rounded before it is added. Where the CPU kernel's
+// order of operations can be reproduced cheaply (matrix products, RMSNorm,
+// RoPE, activation quantisation, add, KV scatter) it is, so the results are
+// bitwise the CPU's; attention and SwiGLU use GPU reductions and expf and
+// agree within a tolerance.
+//
+// Block layouts (GGML, little-endian), 32 values per block:
+//   Q4_1: f16 d, f16 m, 16 bytes of nibbles   (value j: d*(q_j) + m; low nibbles are 0..15, high 16..31)
+//   Q8_0: f16 d, 32 int8                       (value j: d*q_j)
+//   Q8_1: f16 d, f16 s = d*sum(q), 32 int8     (activations for Q4_1 weights)
+
+#include <cuda_fp16.h>
+#include <math_constants.h>
+
+#define QK 32
+#define WARP 32
+
+__device__ __forceinline__ float ldf16(const unsigned char* p) {
+    unsigned short h = (unsigned short)p[0] | ((unsigned short)p[1] << 8);
+    return __half2float(__ushort_as_half(h));
+}
+
+__device__ __forceinline__ void stf16(unsigned char* p, float f) {
+    unsigned short h = __half_as_ushort(__float2half_rn(f));
+    p[0] = (unsigned char)(h & 0xff);
+    p[1] = (unsigned char)(h >> 8);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+__device__ __forceinline__ int warp_sum_int(int v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantisation (kernels.QuantizeActs for Q8_0 / Q8_1): ggml's
+// reference quantiser. One warp per 32-value block; lane j owns value j.
+//   d = amax/127, id = 1/d (0 if d == 0), q = roundf(x*id), Q8_1: s = f16(d*sum q).
+// nblocks blocks are consecutive in x (32 floats each) and in dst
+// (34 bytes for Q8_0, 36 for Q8_1).
+extern "C" __global__ void quant_q8(const float* __restrict__ x, unsigned char* __restrict__ dst,
+                                    int nblocks, int q81) {
+    int warp = (blockIdx.x * blockDim.x + threadIdx.x) / WARP;
+    int lane = threadIdx.x % WARP;
+    if (warp >= nblocks) return;
+    float v = x[(long long)warp * QK + lane];
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f;
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    int q = (int)roundf(v * id);
+    int sum = warp_sum_int(q);
+    int bs = q81 ? 36 : 34;
+    unsigned char* b = dst + (long long)warp * bs;
+    int off = q81 ? 4 : 2;
+    b[off + lane] = (unsigned char)(signed char)q;
+    if (lane == 0) {
+        stf16(b, d);
+        if (q81) stf16(b + 2, (float)sum * d);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Quantized matrix products y[i][o] = dot(W[o], act[i]) for W of Rows x Cols
+// in GGML blocks and act rows already quantised by quant_q8.
+//
+// ggml's CPU order: per block an exact integer sum, then a float32 term per
+// block, added to sumf block after block. The terms are computed in parallel
+// (lane b takes blocks b, b+32, ...) and stored in shared memory; then one
+// lane per activation row adds them in block order, so the result is the CPU
+// result bit for bit and does not depend on how many rows are computed
+// together (batch invariance).
+//
+// Launch: block = MM_WARPS warps, warp w computes weight row
+// blockIdx.x*MM_WARPS + w for activation rows blockIdx.y*MM_ROWS ...
+// (at most MM_ROWS). Dynamic shared memory: MM_WARPS*MM_ROWS*nb floats.
+#define MM_WARPS 4
+#define MM_ROWS 4
+
+template <int WT>  // 0: Q4_1 weights x Q8_1 acts, 1: Q8_0 x Q8_0
+__device__ void mm_quant(const unsigned char* __restrict__ w, const unsigned char* __restrict__ act,
+                         float* __restrict__ y, int rows, int cols, int n) {
+    extern __shared__ float terms[];
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int o = blockIdx.x * MM_WARPS + warp;
+    int i0 = blockIdx.y * MM_ROWS;
+    int nr = min(MM_ROWS, n - i0);
+    int nb = cols / QK;
+    if (o >= rows) return;
+    const int wbs = WT == 0 ? 20 : 34;
+    const int abs_ = WT == 0 ? 36 : 34;
+    float* t = terms + warp * MM_ROWS * nb;
+    const unsigned char* wrow = w + (long long)o * nb * wbs;
+    for (int b = lane; b < nb; b += WARP) {
+        const unsigned char* x = wrow + b * wbs;
+        float dx = ldf16(x);
+        if (WT == 0) {
+            float mx = ldf16(x + 2);
+            const unsigned char* qs = x + 4;
+            for (int r = 0; r < nr; r++) {
+                const unsigned char* a = act + ((long long)(i0 + r) * nb + b) * abs_;
+                float dy = ldf16(a), sy = ldf16(a + 2);
+                const signed char* q8 = (const signed char*)(a + 4);
+                int s = 0;
+                for (int j = 0; j < 16; j++) {
+                    s += (int)(qs[j] & 0xf) * (int)q8[j];
+                    s += (int)(qs[j] >> 4) * (int)q8[j + 16];
+                }
+                t[r * nb + b] = __fadd_rn(__fmul_rn(__fmul_rn(dx, dy), (float)s), __fmul_rn(mx, sy));
+            }
+        } else {
+            const signed char* qx = (const signed char*)(x + 2);
+            for (int r = 0; r < nr; r++) {
+                const unsigned char* a = act + ((long long)(i0 + r) * nb + b) * abs_;
+                float dy = ldf16(a);
+                const signed char* qy = (const signed char*)(a + 2);
+                int s = 0;
+                for (int j = 0; j < 32; j++) s += (int)qx[j] * (int)qy[j];
+                t[r * nb + b] = __fmul_rn((float)s, __fmul_rn(dx, dy));
+            }
+        }
+    }
+    __syncwarp();
+    if (lane < nr) {
+        float sumf = 0.0f;
+        const float* tr = t + lane * nb;
+        for (int b = 0; b < nb; b++) sumf = __fadd_rn(sumf, tr[b]);
+        y[(long long)(i0 + lane) * rows + o] = sumf;
+    }
+}
+
+extern "C" __global__ void mm_q4_1(const unsigned char* w, const unsigned char* act, float* y,
+                                   int rows, int cols, int n) {
+    mm_quant<0>(w, act, y, rows, cols, n);
+}
+
+extern "C" __global__ void mm_q8_0(const unsigned char* w, const unsigned char* act, float* y,
+                                   int rows, int cols, int n) {
+    mm_quant<1>(w, act, y, rows, cols, n);
+}
+
+// ---------------------------------------------------------------------------
+// Float matrix products (F32 and F16 weights) in the CPU's f32Acc order:
+// eight lanes, element k goes to lane k mod 8 and is added in increasing k,
+// each product rounded first; the lanes are combined as
+// ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)). F16 weights meet activations
+// rounded to F16 (ggml's vec_dot_type for F16).
+//
+// Launch: block = MM_WARPS warps; warp w computes weight row
+// blockIdx.x*MM_WARPS + w for activation rows blockIdx.y*4 + (lane/8); lane%8
+// is the f32Acc lane.
+template <bool HALF>
+__device__ void mm_float(const void* __restrict__ wv, const float* __restrict__ x,
+                         float* __restrict__ y, int rows, int cols, int n) {
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int o = blockIdx.x * MM_WARPS + warp;
+    int r = lane / 8, k = lane % 8;
+    int i = blockIdx.y * 4 + r;
+    if (o >= rows) return;
+    float acc = 0.0f;
+    if (i < n) {
+        const float* xr = x + (long long)i * cols;
+        for (int c = k; c < cols; c += 8) {
+            float wt, xv = xr[c];
+            if (HALF) {
+                wt = __half2float(((const __half*)wv)[(long long)o * cols + c]);
+                xv = __half2float(__float2half_rn(xv));
+            } else {
+                wt = ((const float*)wv)[(long long)o * cols + c];
+            }
+            acc = __fadd_rn(acc, __fmul_rn(wt, xv));
+        }
+    }
+    int base = r * 8;
+    float l0 = __shfl_sync(0xffffffffu, acc, base + 0), l1 = __shfl_sync(0xffffffffu, acc, base + 1);
+    float l2 = __shfl_sync(0xffffffffu, acc, base + 2), l3 = __shfl_sync(0xffffffffu, acc, base + 3);
+    float l4 = __shfl_sync(0xffffffffu, acc, base + 4), l5 = __shfl_sync(0xffffffffu, acc, base + 5);
+    float l6 = __shfl_sync(0xffffffffu, acc, base + 6), l7 = __shfl_sync(0xffffffffu, acc, base + 7);
+    if (k == 0 && i < n) {
+        float s = __fadd_rn(__fadd_rn(__fadd_rn(l0, l4), __fadd_rn(l1, l5)),
+                            __fadd_rn(__fadd_rn(l2, l6), __fadd_rn(l3, l7)));
+        y[(long long)i * rows + o] = s;
+    }
+}
+
+extern "C" __global__ void mm_f32(const float* w, const float* x, float* y, int rows, int cols, int n) {
+    mm_float<false>(w, x, y, rows, cols, n);
+}
+
+extern "C" __global__ void mm_f16(const unsigned short* w, const float* x, float* y, int rows, int cols, int n) {
+    mm_float<true>(w, x, y, rows, cols, n);
+}
+
+// ---------------------------------------------------------------------------
+// RMSNorm (kernels.RMSNorm), one CUDA block per row of dim values:
+// mean = f32(sum_i f64(x_i*x_i) / dim) with the float64 sum in index order,
+// scale = 1/f32(sqrt(f64(mean+eps))), dst_i = (x_i*scale)*w_i. The sum is
+// serial (thread 0) to keep the CPU's order; w may be null (no gain).
+extern "C" __global__ void rmsnorm(float* dst, const float* x, const float* w, int dim, float eps) {
+    __shared__ float sscale;
+    const float* xr = x + (long long)blockIdx.x * dim;
+    float* dr = dst + (long long)blockIdx.x * dim;
+    if (threadIdx.x == 0) {
+        double sum = 0.0;
+        for (int i = 0; i < dim; i++) sum += (double)__fmul_rn(xr[i], xr[i]);
+        float mean = (float)(sum / (double)dim);
+        sscale = __fdiv_rn(1.0f, (float)sqrt((double)__fadd_rn(mean, eps)));
+    }
+    __syncthreads();
+    float scale = sscale;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = __fmul_rn(xr[i], scale);
+        dr[i] = w ? __fmul_rn(v, w[i]) : v;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RoPE (kernels.RoPETable.Apply): row r of n rows (nHeads heads of headDim
+// values each, rows contiguous) is rotated for position pos[r], or for
+// position posConst when pos is null (RoPE shift by a delta). Pair i turns
+// by pos*theta[i], computed in float64; cos and sin are rounded to float32.
+// Normal layout: pair (2i, 2i+1); NeoX: (i, i+headDim/2).
+// Launch: one block per row, threads over the headDim/2 pairs.
+extern "C" __global__ void rope(float* x, const int* pos, int posConst, const double* theta,
+                                int nHeads, int headDim, int neox) {
+    int r = blockIdx.x;
+    int half = headDim / 2;
+    double p = (double)(pos ? pos[r] : posConst);
+    float* xr = x + (long long)r * nHeads * headDim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        double s, c;
+        sincos(p * theta[i], &s, &c);
+        float cf = (float)c, sf = (float)s;
+        for (int h = 0; h < nHeads; h++) {
+            float* v = xr + h * headDim;
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = __fsub_rn(__fmul_rn(x0, cf), __fmul_rn(x1, sf));
+            v[b] = __fadd_rn(__fmul_rn(x0, sf), __fmul_rn(x1, cf));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Attention (kernels.Attend) for nQ query rows over nKeys cached keys, with
+// grouped-query heads, a mask by position (key j is visible to query r when
+// keyPos[j] <= qPos[r]) and optional key groups (APE): group g scales its
+// scores by 1/(temp[g]*sqrt(headDim)); with O_g, LSE_g the softmax output
+// and log-sum-exp of group g the result is sum_g w_g*O_g with
+// w = softmax_g(lse[g]*LSE_g). groupOf == null means one group with
+// temperature 1. A head that sees no key gets zeros.
+//
+// q and out are [nQ x heads*headDim], keys and vals [nKeys x kvHeads*headDim].
+// scratch holds nQ*heads*nKeys floats (scores, then probabilities).
+// Launch: grid (nQ, heads), ATT_THREADS threads; headDim must divide
+// ATT_THREADS. nGroups <= ATT_MAXG.
+#define ATT_THREADS 128
+#define ATT_MAXG 8
+
+__device__ __forceinline__ float block_max(float v, float* sh) {
+    v = warp_max(v);
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float m = sh[0];
+    for (int i = 1; i < ATT_THREADS / WARP; i++) m = fmaxf(m, sh[i]);
+    return m;
+}
+
+__device__ __forceinline__ double block_sum(double v, double* sh) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    double s = 0.0;
+    for (int i = 0; i < ATT_THREADS / WARP; i++) s += sh[i];
+    return s;
+}
+
+extern "C" __global__ void attend(float* out, const float* q, const float* keys, const float* vals,
+                                  const int* keyPos, const int* qPos,
+                                  const unsigned char* groupOf, const float* temp, const float* lse,
+                                  int nGroups, int nKeys, int heads, int kvHeads, int headDim,
+                                  float* scratch) {
+    __shared__ float gscale[ATT_MAXG];
+    __shared__ float gmax[ATT_MAXG];
+    __shared__ double gsum[ATT_MAXG];
+    __shared__ float redf[ATT_THREADS / WARP];
+    __shared__ double redd[ATT_THREADS / WARP];
+    __shared__ float sacc[ATT_THREADS * ATT_MAXG];
+
+    int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x;
+    int qDim = heads * headDim, kvDim = kvHeads * headDim;
+    int kvh = h / (heads / kvHeads);
+    const float* qh = q + (long long)r * qDim + h * headDim;
+    float* sc = scratch + ((long long)r * heads + h) * nKeys;
+    int qp = qPos[r];
+    if (tid < nGroups) {
+        double t = groupOf ? (double)temp[tid] : 1.0;
+        gscale[tid] = (float)(1.0 / sqrt((double)headDim) / t);
+    }
+    __syncthreads();
+
+    // Scores and each group's maximum.
+    float mloc[ATT_MAXG];
+    for (int g = 0; g < ATT_MAXG; g++) mloc[g] = -CUDART_INF_F;
+    for (int j = tid; j < nKeys; j += ATT_THREADS) {
+        float s = -CUDART_INF_F;
+        if (keyPos[j] <= qp) {
+            const float* k = keys + (long long)j * kvDim + kvh * headDim;
+            float a = 0.0f;
+            for (int i = 0; i < headDim; i++) a = __fadd_rn(a, __fmul_rn(qh[i], k[i]));
+            int g = groupOf ? groupOf[j] : 0;
+            s = __fmul_rn(a, gscale[g]);
+            mloc[g] = fmaxf(mloc[g], s);
+        }
+        sc[j] = s;
+    }
+    for (int g = 0; g < nGroups; g++) {
+        float m = block_max(mloc[g], redf);
+        if (tid == 0) gmax[g] = m;
+    }
+    __syncthreads();
+
+    // Probabilities p_j = exp(s_j - m_g) and each group's sum.
+    double lloc[ATT_MAXG];
+    for (int g = 0; g < ATT_MAXG; g++) lloc[g] = 0.0;
+    for (int j = tid; j < nKeys; j += ATT_THREADS) {
+        float s = sc[j];
+        float p = 0.0f;
+        if (s != -CUDART_INF_F) {
+            int g = groupOf ? groupOf[j] : 0;
+            p = expf(__fsub_rn(s, gmax[g]));
+            lloc[g] += (double)p;
+        }
+        sc[j] = p;
+    }
+    for (int g = 0; g < nGroups; g++) {
+        double l = block_sum(lloc[g], redd);
+        if (tid == 0) gsum[g] = l;
+    }
+    __syncthreads();
+
+    // Weighted values: thread = (slice, dim); slices split the keys.
+    int nSlices = ATT_THREADS / headDim;
+    int dim = tid % headDim, slice = tid / headDim;
+    float acc[ATT_MAXG];
+    for (int g = 0; g < ATT_MAXG; g++) acc[g] = 0.0f;
+    if (slice < nSlices) {
+        for (int j = slice; j < nKeys; j += nSlices) {
+            float p = sc[j];
+            if (p == 0.0f) continue;
+            int g = groupOf ? groupOf[j] : 0;
+            acc[g] = __fadd_rn(acc[g], __fmul_rn(p, vals[(long long)j * kvDim + kvh * headDim + dim]));
+        }
+        for (int g = 0; g < nGroups; g++) sacc[(slice * ATT_MAXG + g) * headDim + dim] = acc[g];
+    }
+    __syncthreads();
+    if (slice != 0) return;
+    for (int g = 0; g < nGroups; g++) {
+        float a = 0.0f;
+        for (int s = 0; s < nSlices; s++) a = __fadd_rn(a, sacc[(s * ATT_MAXG + g) * headDim + dim]);
+        acc[g] = a;
+    }
+    float* o = out + (long long)r * qDim + h * headDim + dim;
+    if (nGroups == 1) {
+        double l = gsum[0];
+        *o = l == 0.0 ? 0.0f : __fmul_rn(acc[0], (float)(1.0 / l));
+        return;
+    }
+    double z[ATT_MAXG];
+    double zmax = -CUDART_INF;
+    for (int g = 0; g < nGroups; g++) {
+        double l = gsum[g];
+        if (l == 0.0) { z[g] = -CUDART_INF; continue; }
+        z[g] = (double)lse[g] * ((double)gmax[g] + log(l));
+        zmax = fmax(zmax, z[g]);
+    }
+    if (zmax == -CUDART_INF) { *o = 0.0f; return; }
+    double zsum = 0.0;
+    for (int g = 0; g < nGroups; g++) {
+        z[g] = z[g] == -CUDART_INF ? 0.0 : exp(z[g] - zmax);
+        zsum += z[g];
+    }
+    float res = 0.0f;
+    for (int g = 0; g < nGroups; g++) {
+        if (z[g] == 0.0) continue;
+        float wgt = (float)(z[g] / zsum / gsum[g]);
+        res = __fadd_rn(res, __fmul_rn(wgt, acc[g]));
+    }
+    *o = res;
+}
+
+// ---------------------------------------------------------------------------
+// CacheBlend KV scatter: dst row rows[i] = src row i, width floats per row.
+extern "C" __global__ void scatter_rows(float* dst, const float* src, const int* rows, int n, int width) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * width) return;
+    int i = (int)(idx / width), c = (int)(idx % width);
+    dst[(long long)rows[i] * width + c] = src[idx];
+}
+
+// SwiGLU (kernels.SwiGLU): dst_i = gate_i/(1+exp(-gate_i))*up_i.
+extern "C" __global__ void swiglu(float* dst, const float* gate, const float* up, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float g = gate[i];
+    dst[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), up[i]);
+}
+
+// Add (kernels.Add): dst_i += a_i.
+extern "C" __global__ void add_f32(float* dst, const float* a, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    dst[i] = __fadd_rn(dst[i], a[i]);
+}

@@ -1,0 +1,477 @@
+//go:build cuda && cgo
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/blendrag/blendrag/kernels"
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/cu"
+)
+
+// Launch geometry shared with kernels.cu.
+const (
+	mmWarps    = 4   // MM_WARPS: weight rows per CUDA block
+	mmRows     = 4   // MM_ROWS: activation rows per warp (quantized kernels)
+	attThreads = 128 // ATT_THREADS
+	attMaxG    = 8   // ATT_MAXG
+	maxShared  = 48 << 10
+	qk         = 32
+	maxGridY   = 65535
+)
+
+// Matrix is a weight matrix resident on the device, in the same GGML block
+// layout as the kernels.Matrix it was uploaded from.
+type Matrix struct {
+	Type       kernels.DType
+	Rows, Cols int
+	buf        *Buffer
+}
+
+// UploadMatrix copies m to the device. Supported types are the default
+// model's: Q4_1, Q8_0, F16 and F32; others give an error wrapping
+// kernels.ErrUnsupported. m must pass m.Validate.
+func (d *Device) UploadMatrix(m kernels.Matrix) (*Matrix, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("cuda: upload matrix: %w", err)
+	}
+	switch m.Type {
+	case kernels.Q4_1, kernels.Q8_0, kernels.F16, kernels.F32:
+	default:
+		return nil, fmt.Errorf("cuda: upload %v matrix: %w", m.Type, kernels.ErrUnsupported)
+	}
+	if m.Type == kernels.Q4_1 || m.Type == kernels.Q8_0 {
+		if nb := m.Cols / qk; mmWarps*mmRows*nb*4 > maxShared {
+			return nil, fmt.Errorf("cuda: %v matrix of %d columns exceeds the kernel's shared memory: %w", m.Type, m.Cols, kernels.ErrShape)
+		}
+	}
+	b, err := d.Alloc(int64(len(m.Data)))
+	if err != nil {
+		return nil, fmt.Errorf("cuda: upload %v matrix %d×%d: %w", m.Type, m.Rows, m.Cols, err)
+	}
+	if err := d.UploadBytes(b, m.Data); err != nil {
+		_ = d.Free(b)
+		return nil, fmt.Errorf("cuda: upload %v matrix %d×%d: %w", m.Type, m.Rows, m.Cols, err)
+	}
+	return &Matrix{Type: m.Type, Rows: m.Rows, Cols: m.Cols, buf: b}, nil
+}
+
+// FreeMatrix releases the matrix's device memory.
+func (d *Device) FreeMatrix(m *Matrix) error {
+	if m == nil {
+		return nil
+	}
+	return d.Free(m.buf)
+}
+
+// needF32 checks that b holds at least n float32 values.
+func needF32(what string, b *Buffer, n int) error {
+	if n < 0 || b == nil || int64(n)*4 > b.size {
+		return fmt.Errorf("cuda: %s: need %d float32s, buffer has %d bytes: %w", what, n, sizeOf(b), kernels.ErrShape)
+	}
+	return nil
+}
+
+// actType is the activation block type of quantized weights t and its block
+// bytes (kernels.ActType).
+func actType(t kernels.DType) (q81 bool, blockBytes int, err error) {
+	switch t {
+	case kernels.Q4_1:
+		return true, 36, nil
+	case kernels.Q8_0:
+		return false, 34, nil
+	}
+	return false, 0, fmt.Errorf("cuda: no device activation quantiser for %v weights: %w", t, kernels.ErrUnsupported)
+}
+
+// QuantizeActs converts n rows of cols float32 activations in x into dst in
+// the block layout kernels.QuantizeActs writes for weights of type t (Q8_1
+// for Q4_1, Q8_0 for Q8_0), bit for bit. cols must be a multiple of 32 and
+// dst must hold n·ActType(t).RowBytes(cols) bytes.
+func (d *Device) QuantizeActs(dst, x *Buffer, t kernels.DType, n, cols int) error {
+	q81, bs, err := actType(t)
+	if err != nil {
+		return err
+	}
+	if n <= 0 || cols <= 0 || cols%qk != 0 {
+		return fmt.Errorf("cuda: quantize %d×%d activations: need positive sizes, columns a multiple of %d: %w", n, cols, qk, kernels.ErrShape)
+	}
+	if err := needF32("quantize activations", x, n*cols); err != nil {
+		return err
+	}
+	nblocks := n * cols / qk
+	if dst == nil || int64(nblocks*bs) > dst.size {
+		return fmt.Errorf("cuda: quantize activations: need %d bytes, buffer has %d: %w", nblocks*bs, sizeOf(dst), kernels.ErrShape)
+	}
+	return d.do(func() error { return d.quantize(dst, x, q81, nblocks) })
+}
+
+func (d *Device) quantize(dst, x *Buffer, q81 bool, nblocks int) error {
+	flag := 0
+	if q81 {
+		flag = 1
+	}
+	const threads = 256
+	a := new(args).buf(x).buf(dst).i32(nblocks).i32(flag)
+	if err := launch(d.fn.quantQ8, ceilDiv(nblocks*32, threads), 1, threads, 0, a); err != nil {
+		return fmt.Errorf("cuda: quant_q8: %w", err)
+	}
+	return nil
+}
+
+// MatMul sets dst[i·Rows+o] = W[o]·x[i] for n activation rows x
+// ([n × Cols] float32) and the device matrix m, exactly as kernels'
+// Pool.MatMul does (bit for bit: quantized weights meet activations
+// quantised the same way, every product and sum in the CPU's order), and
+// batch-invariant. dst holds [n × Rows] float32.
+func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
+	if m == nil || n <= 0 || n > maxGridY*mmRows {
+		return fmt.Errorf("cuda: matmul of %d rows: need a matrix and 0 < n ≤ %d: %w", n, maxGridY*mmRows, kernels.ErrShape)
+	}
+	if err := needF32("matmul input", x, n*m.Cols); err != nil {
+		return err
+	}
+	if err := needF32("matmul output", dst, n*m.Rows); err != nil {
+		return err
+	}
+	return d.do(func() error {
+		gx := ceilDiv(m.Rows, mmWarps)
+		switch m.Type {
+		case kernels.F32, kernels.F16:
+			f := d.fn.mmF32
+			if m.Type == kernels.F16 {
+				f = d.fn.mmF16
+			}
+			a := new(args).buf(m.buf).buf(x).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
+			if err := launch(f, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
+				return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
+			}
+			return nil
+		}
+		q81, bs, err := actType(m.Type)
+		if err != nil {
+			return err
+		}
+		nb := m.Cols / qk
+		if err := grow(&d.acts, int64(n*nb*bs)); err != nil {
+			return fmt.Errorf("cuda: matmul: %w", err)
+		}
+		if err := d.quantize(d.acts, x, q81, n*nb); err != nil {
+			return err
+		}
+		f := d.fn.mmQ4_1
+		if m.Type == kernels.Q8_0 {
+			f = d.fn.mmQ8_0
+		}
+		a := new(args).buf(m.buf).buf(d.acts).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
+		if err := launch(f, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
+			return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
+		}
+		return nil
+	})
+}
+
+// MatMulBLAS computes the same product as MatMul for an F32 matrix with
+// cuBLAS SGEMM. It is not bitwise the CPU's (cuBLAS chooses its own
+// reduction order, which may depend on n) and is meant for large prefill
+// batches. Other types give an error wrapping kernels.ErrUnsupported. After a
+// cuBLAS error the device's cuBLAS handle stays failed (gorgonia.org/cu/blas
+// keeps the first error).
+func (d *Device) MatMulBLAS(dst *Buffer, m *Matrix, x *Buffer, n int) error {
+	if m == nil || n <= 0 {
+		return fmt.Errorf("cuda: cuBLAS matmul of %d rows: need a matrix and n > 0: %w", n, kernels.ErrShape)
+	}
+	if m.Type != kernels.F32 {
+		return fmt.Errorf("cuda: cuBLAS matmul of %v weights: %w", m.Type, kernels.ErrUnsupported)
+	}
+	if err := needF32("cuBLAS matmul input", x, n*m.Cols); err != nil {
+		return err
+	}
+	if err := needF32("cuBLAS matmul output", dst, n*m.Rows); err != nil {
+		return err
+	}
+	return d.do(func() error {
+		// Column-major view: W (row-major Rows×Cols) is a Cols×Rows matrix,
+		// x is Cols×n and dst is Rows×n, so dst = Wᵀ·x.
+		d.blas.Sgemm(blas.Trans, blas.NoTrans, m.Rows, n, m.Cols, 1,
+			devF32(m.buf, m.Rows*m.Cols), m.Cols, devF32(x, n*m.Cols), m.Cols, 0, devF32(dst, n*m.Rows), m.Rows)
+		if err := d.blas.Err(); err != nil {
+			return fmt.Errorf("cuda: cuBLAS SGEMM: %w", err)
+		}
+		return nil
+	})
+}
+
+// devF32 views device memory as a []float32 for gorgonia.org/cu/blas, which
+// passes &s[0] to cuBLAS. The slice must never be read or written from Go.
+func devF32(b *Buffer, n int) []float32 {
+	p := *(*unsafe.Pointer)(unsafe.Pointer(&b.ptr))
+	return unsafe.Slice((*float32)(p), n)
+}
+
+// RMSNorm sets dst row r = kernels.RMSNorm(x row r, w, eps) for n rows of dim
+// values, bit for bit. w (dim gains) may be nil; dst may be x.
+func (d *Device) RMSNorm(dst, x, w *Buffer, n, dim int, eps float32) error {
+	if n <= 0 || dim <= 0 {
+		return fmt.Errorf("cuda: rmsnorm of %d×%d: %w", n, dim, kernels.ErrShape)
+	}
+	if err := needF32("rmsnorm input", x, n*dim); err != nil {
+		return err
+	}
+	if err := needF32("rmsnorm output", dst, n*dim); err != nil {
+		return err
+	}
+	if w != nil {
+		if err := needF32("rmsnorm weight", w, dim); err != nil {
+			return err
+		}
+	}
+	return d.do(func() error {
+		a := new(args).buf(dst).buf(x).buf(w).i32(dim).f32(eps)
+		if err := launch(d.fn.rmsnorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
+			return fmt.Errorf("cuda: rmsnorm: %w", err)
+		}
+		return nil
+	})
+}
+
+// RoPE is a rotary embedding's frequency table on the device.
+type RoPE struct {
+	theta   *Buffer
+	headDim int
+	neox    bool
+}
+
+// NewRoPE uploads the frequencies of t.
+func (d *Device) NewRoPE(t *kernels.RoPETable) (*RoPE, error) {
+	half := t.HeadDim() / 2
+	th := make([]float64, half)
+	for i := range th {
+		th[i] = t.Theta(i)
+	}
+	b, err := d.Alloc(int64(half) * 8)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: rope table: %w", err)
+	}
+	if err := d.upload("rope table", b, unsafe.Pointer(&th[0]), int64(half)*8); err != nil {
+		_ = d.Free(b)
+		return nil, err
+	}
+	return &RoPE{theta: b, headDim: t.HeadDim(), neox: t.NeoX()}, nil
+}
+
+// FreeRoPE releases r's table.
+func (d *Device) FreeRoPE(r *RoPE) error {
+	if r == nil {
+		return nil
+	}
+	return d.Free(r.theta)
+}
+
+// RoPE rotates n rows of nHeads heads (rows contiguous, nHeads·HeadDim
+// values each) for the positions pos (n int32 values on the device), as
+// kernels.RoPETable.Apply does row by row.
+func (d *Device) RoPE(x *Buffer, r *RoPE, pos *Buffer, n, nHeads int) error {
+	if pos == nil || int64(n)*4 > pos.size {
+		return fmt.Errorf("cuda: rope: %d positions, buffer has %d bytes: %w", n, sizeOf(pos), kernels.ErrShape)
+	}
+	return d.rope(x, r, pos, 0, n, nHeads)
+}
+
+// RoPEShift rotates n rows of already-rotated heads by delta positions, as
+// kernels.RoPETable.Shift does: RoPE(k, p+Δ) = RoPEShift(RoPE(k, p), Δ) up to
+// rounding.
+func (d *Device) RoPEShift(x *Buffer, r *RoPE, n, nHeads, delta int) error {
+	return d.rope(x, r, nil, delta, n, nHeads)
+}
+
+func (d *Device) rope(x *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads int) error {
+	if r == nil || n <= 0 || nHeads <= 0 || delta < math.MinInt32 || delta > math.MaxInt32 {
+		return fmt.Errorf("cuda: rope of %d rows × %d heads (delta %d): %w", n, nHeads, delta, kernels.ErrShape)
+	}
+	if err := needF32("rope", x, n*nHeads*r.headDim); err != nil {
+		return err
+	}
+	neox := 0
+	if r.neox {
+		neox = 1
+	}
+	return d.do(func() error {
+		a := new(args).buf(x).buf(pos).i32(delta).buf(r.theta).i32(nHeads).i32(r.headDim).i32(neox)
+		if err := launch(d.fn.rope, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
+			return fmt.Errorf("cuda: rope: %w", err)
+		}
+		return nil
+	})
+}
+
+// KeyGroups is a kernels.KeyGroups on the device (APE's key blocks).
+type KeyGroups struct {
+	of, temp, lse *Buffer
+	n, keys       int
+}
+
+// UploadKeyGroups copies g (which must pass g.Validate(len(g.Of))) to the
+// device.
+func (d *Device) UploadKeyGroups(g *kernels.KeyGroups) (*KeyGroups, error) {
+	if g == nil || len(g.Of) == 0 {
+		return nil, fmt.Errorf("cuda: key groups: none given: %w", kernels.ErrShape)
+	}
+	if err := g.Validate(len(g.Of)); err != nil {
+		return nil, fmt.Errorf("cuda: key groups: %w", err)
+	}
+	kg := &KeyGroups{n: len(g.Temp), keys: len(g.Of)}
+	var err error
+	if kg.of, err = d.Alloc(int64(len(g.Of))); err == nil {
+		err = d.UploadBytes(kg.of, g.Of)
+	}
+	if err == nil {
+		kg.temp, err = d.NewF32(g.Temp)
+	}
+	if err == nil {
+		kg.lse, err = d.NewF32(g.LSEScale)
+	}
+	if err != nil {
+		_ = d.FreeKeyGroups(kg)
+		return nil, fmt.Errorf("cuda: key groups: %w", err)
+	}
+	return kg, nil
+}
+
+// FreeKeyGroups releases g's buffers.
+func (d *Device) FreeKeyGroups(g *KeyGroups) error {
+	if g == nil {
+		return nil
+	}
+	for _, b := range []*Buffer{g.of, g.temp, g.lse} {
+		if b != nil {
+			if err := d.Free(b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Attend computes attention for nQ query rows over nKeys cached keys, as
+// kernels.Attend does for every (row, KV head):
+//
+//	q, out      [nQ × QDim]      queries (post-RoPE) and outputs
+//	keys, vals  [nKeys × KVDim]  the cache's keys (post-RoPE) and values
+//	keyPos      [nKeys] int32    each key's position
+//	qPos        [nQ] int32       each query's position
+//
+// Key j is visible to query r when keyPos[j] ≤ qPos[r] (causal prefill,
+// decode and recomputation of any subset of rows are all this mask). g may
+// be nil (one group, temperature 1) or APE's key groups over the nKeys keys.
+// A head that sees no key gets zeros. Results agree with the CPU within
+// rounding (not bitwise). HeadDim must divide 128.
+func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int, sh kernels.AttnShape, g *KeyGroups) error {
+	if nQ <= 0 || nKeys <= 0 || sh.Heads <= 0 || sh.KVHeads <= 0 || sh.Heads%sh.KVHeads != 0 ||
+		sh.HeadDim <= 0 || attThreads%sh.HeadDim != 0 || nQ > math.MaxInt32/sh.Heads {
+		return fmt.Errorf("cuda: attention of %d queries over %d keys with shape %+v: %w", nQ, nKeys, sh, kernels.ErrShape)
+	}
+	for _, c := range []struct {
+		what string
+		b    *Buffer
+		n    int
+	}{{"queries", q, nQ * sh.QDim()}, {"output", out, nQ * sh.QDim()}, {"keys", keys, nKeys * sh.KVDim()},
+		{"values", vals, nKeys * sh.KVDim()}, {"key positions", keyPos, nKeys}, {"query positions", qPos, nQ}} {
+		if err := needF32("attention "+c.what, c.b, c.n); err != nil {
+			return err
+		}
+	}
+	nGroups := 1
+	var of, temp, lse *Buffer
+	if g != nil {
+		if g.keys != nKeys {
+			return fmt.Errorf("cuda: attention: key groups cover %d keys, attention has %d: %w", g.keys, nKeys, kernels.ErrShape)
+		}
+		nGroups, of, temp, lse = g.n, g.of, g.temp, g.lse
+	}
+	return d.do(func() error {
+		if err := grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nKeys)*4); err != nil {
+			return fmt.Errorf("cuda: attention: %w", err)
+		}
+		a := new(args).buf(out).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).buf(of).buf(temp).buf(lse).
+			i32(nGroups).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).buf(d.scores)
+		if err := launch(d.fn.attend, nQ, sh.Heads, attThreads, 0, a); err != nil {
+			return fmt.Errorf("cuda: attention: %w", err)
+		}
+		return nil
+	})
+}
+
+// ScatterRows writes row i of src (width float32 values) to row rows[i] of
+// dst, which holds dstRows rows — CacheBlend's write of fresh keys and
+// values into the cache (model.Pass.WriteKV). Every index must be in
+// [0, dstRows).
+func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32, width int) error {
+	n := len(rows)
+	if n == 0 {
+		return nil
+	}
+	if width <= 0 || dstRows <= 0 {
+		return fmt.Errorf("cuda: scatter %d rows of width %d into %d: %w", n, width, dstRows, kernels.ErrShape)
+	}
+	for i, r := range rows {
+		if r < 0 || int(r) >= dstRows {
+			return fmt.Errorf("cuda: scatter: row %d targets row %d of %d: %w", i, r, dstRows, kernels.ErrShape)
+		}
+	}
+	if err := needF32("scatter source", src, n*width); err != nil {
+		return err
+	}
+	if err := needF32("scatter destination", dst, dstRows*width); err != nil {
+		return err
+	}
+	return d.do(func() error {
+		if err := grow(&d.rows, int64(n)*4); err != nil {
+			return fmt.Errorf("cuda: scatter: %w", err)
+		}
+		if err := cu.MemcpyHtoD(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4); err != nil {
+			return fmt.Errorf("cuda: scatter: uploading row indices: %w", err)
+		}
+		const threads = 256
+		a := new(args).buf(dst).buf(src).buf(d.rows).i32(n).i32(width)
+		if err := launch(d.fn.scatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
+			return fmt.Errorf("cuda: scatter: %w", err)
+		}
+		return nil
+	})
+}
+
+// SwiGLU sets dst[i] = SiLU(gate[i])·up[i] for count values (dst may alias
+// gate or up), within a few ulp of kernels.SwiGLU (expf differs).
+func (d *Device) SwiGLU(dst, gate, up *Buffer, count int) error {
+	return d.elementwise("swiglu", d.fn.swiglu, count, dst, gate, up)
+}
+
+// Add sets dst[i] += a[i] for count values, bit for bit kernels.Add.
+func (d *Device) Add(dst, a *Buffer, count int) error {
+	return d.elementwise("add", d.fn.add, count, dst, a)
+}
+
+func (d *Device) elementwise(name string, f cu.Function, count int, bufs ...*Buffer) error {
+	if count <= 0 {
+		return fmt.Errorf("cuda: %s of %d values: %w", name, count, kernels.ErrShape)
+	}
+	a := new(args)
+	for _, b := range bufs {
+		if err := needF32(name, b, count); err != nil {
+			return err
+		}
+		a.buf(b)
+	}
+	a.i64(int64(count))
+	return d.do(func() error {
+		const threads = 256
+		if err := launch(f, ceilDiv(count, threads), 1, threads, 0, a); err != nil {
+			return fmt.Errorf("cuda: %s: %w", name, err)
+		}
+		return nil
+	})
+}
