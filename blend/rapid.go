@@ -20,7 +20,8 @@ const (
 )
 
 // rapidWarmup is the number of rounds after which RAPID judges, from its
-// measured costs and acceptance, whether drafting pays.
+// measured costs and running acceptance, whether drafting pays (before it,
+// only whether drafting could pay with every draft accepted).
 const rapidWarmup = 3
 
 // RapidOptions configure Rapid.
@@ -701,15 +702,22 @@ func (r *rapid) adapt() {
 			r.gamma = g
 		}
 	}
-	if r.ropt.KeepDrafting || r.st.Rounds < rapidWarmup {
+	if r.ropt.KeepDrafting || r.st.Disabled {
 		return
+	}
+	// After the first round the costs are known: if no γ would pay even
+	// with every draft accepted, stop at once; after the warmup, judge at
+	// the running acceptance. Either way the rounds so far must also have
+	// been slower than the target alone.
+	if r.st.Rounds < rapidWarmup {
+		a = 1
 	}
 	best, g := r.st.Bound(a, MinGamma, MaxGamma)
 	measured := 0.0
 	if r.roundTime > 0 {
 		measured = float64(r.roundTokens) * float64(r.st.TargetStep) / float64(r.roundTime)
 	}
-	if best < 1 && measured < 1 {
+	if best > 0 && best < 1 && measured < 1 {
 		r.st.Disabled = true
 		r.st.DisabledReason = fmt.Sprintf(
 			"drafting does not pay: measured %.2f× and at best %.2f× (γ=%d) with acceptance %.2f, draft step %v, target step %v, verify %v + %v/row",
