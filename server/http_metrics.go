@@ -49,7 +49,7 @@ func newHTTPMetrics(h *HTTP) *httpMetrics {
 	}, []string{"result"})
 	m.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blendrag_queries_total",
-		Help: "Answered questions (/v1/query and /v1/chat/completions) by outcome: ok, error, cancelled (client gone or timed out), rejected (429).",
+		Help: "Answered questions (/v1/query and /v1/chat/completions) by outcome: ok, bad_request (4xx), error (5xx), cancelled (client gone or timed out), rejected (429: too many at once).",
 	}, []string{"outcome"})
 	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blendrag_ingest_jobs_total",

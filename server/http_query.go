@@ -97,6 +97,8 @@ func (h *HTTP) ask(ctx context.Context, req AskRequest, emit func(string) error)
 		h.metrics.observeAnswer(ans)
 	case ctx.Err() != nil:
 		h.metrics.queries.WithLabelValues("cancelled").Inc()
+	case toProblem(err).Status < 500:
+		h.metrics.queries.WithLabelValues("bad_request").Inc()
 	default:
 		h.metrics.queries.WithLabelValues("error").Inc()
 	}
