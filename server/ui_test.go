@@ -90,8 +90,20 @@ func TestBrowserShowsProblemsAndSendsAPIKey(t *testing.T) {
 		t.Errorf("the failed answer shows %q, want the 400 problem's title and detail", msg)
 	}
 
+	// The upload (an XMLHttpRequest) and its job polling send the key too.
+	file := filepath.Join(t.TempDir(), "note.txt")
+	if err := os.WriteFile(file, []byte("A short note about keys and locks.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, ctx, "upload with the key", chromedp.SetUploadFiles(chromedp.CSS("#file-input"), []string{file}))
+	waitFor(t, ctx, "the upload to finish",
+		`['done', 'failed'].includes(document.querySelector('#uploads .upload')?.dataset.state)`, time.Minute)
+	if st := eval[string](t, ctx, `document.querySelector('#uploads .upload').dataset.state + ': ' + document.querySelector('#uploads .upload').textContent`); !strings.HasPrefix(st, "done") {
+		t.Errorf("upload with the API key ended as %q", st)
+	}
+
 	// A reload keeps the key: the list loads without an error.
-	run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#doc-list .empty")))
+	run(t, ctx, "reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#doc-list .doc")))
 	if got := eval[string](t, ctx, `document.querySelector('#api-key').value`); got != key {
 		t.Errorf("after a reload the key field holds %q, want %q", got, key)
 	}
@@ -239,6 +251,12 @@ const recordStreaming = `(() => {
 	}).observe(box, {subtree: true, childList: true, characterData: true, attributes: true});
 })()`
 
+// unlabelled lists the form controls and buttons that have neither a
+// label, an aria-label nor text.
+const unlabelled = `[...document.querySelectorAll('input, select, textarea, button')]
+	.filter(e => !(e.labels?.length || e.getAttribute('aria-label') || e.textContent.trim()))
+	.map(e => e.outerHTML)`
+
 // overflowing lists the visible elements that reach past the viewport's
 // right edge, and the page's horizontal overflow.
 const overflowing = `(() => {
@@ -273,6 +291,9 @@ func uiFlow(t *testing.T, ctx context.Context, base string) {
 	run(t, ctx, "open the page", chromedp.Navigate(base), chromedp.WaitVisible(chromedp.CSS("#drop")))
 	if got := eval[string](t, ctx, `document.title`); got != "blendrag" {
 		t.Errorf("page title %q, want blendrag", got)
+	}
+	if unnamed := eval[[]string](t, ctx, unlabelled); len(unnamed) > 0 {
+		t.Errorf("controls without a label or name:\n%s", strings.Join(unnamed, "\n"))
 	}
 
 	// Upload through the file input; the row shows the upload, then the job.
