@@ -135,7 +135,7 @@ func (s *Service) ingestParsed(ctx context.Context, p *retrieval.Parsed, start t
 
 // indexNames lists the indexes every chunk must be in.
 func (s *Service) indexNames() []string {
-	if s.cur != nil {
+	if s.curAtIngest() {
 		return []string{IndexBM25, IndexDense, IndexCUR}
 	}
 	return []string{IndexBM25, IndexDense}
@@ -223,8 +223,9 @@ func (s *Service) index(ctx context.Context, ids []string, progress func(Progres
 	}
 	t.embed = time.Since(start)
 
-	// CUR: one R column per chunk.
-	if s.cur == nil {
+	// CUR: one R column per chunk (with the KV-cached cross-encoder the
+	// columns follow the KV precompute instead).
+	if !s.curAtIngest() {
 		return t, nil
 	}
 	start = time.Now()

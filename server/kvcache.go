@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/kvstore"
 	"github.com/blendrag/blendrag/model"
+	"github.com/blendrag/blendrag/retrieval/cur"
 )
 
 // IndexKV marks a chunk whose KV has been computed into the KV store once.
@@ -89,6 +91,11 @@ func (s *Service) openEngine() error {
 		if err := e.store.Put(e.key("P"), e.prefix); err != nil {
 			return err
 		}
+		// Use P as stored (the codec rounds it), so chunk KV computed in
+		// this session and after a restart attend to the same P.
+		if e.prefix, err = e.store.Get(e.key("P")); err != nil {
+			return fmt.Errorf("prefix: %w", err)
+		}
 	}
 	return nil
 }
@@ -144,11 +151,27 @@ func (s *Service) pendingKV() ([]chunkRecord, error) {
 	return out, err
 }
 
-// precomputeSome computes the KV of pending chunks one at a time, yielding
-// the model to queries between chunks. It returns how many it computed.
+// pendingWork lists committed chunks whose KV was never computed or,
+// with background CUR columns, whose CUR column is missing.
+func (s *Service) pendingWork() ([]chunkRecord, error) {
+	bg := s.curInBackground()
+	var out []chunkRecord
+	err := s.cat.chunks(func(rec chunkRecord) bool {
+		if rec.Indexes[IndexBM25] && len(rec.Refs) > 0 && (!rec.Indexes[IndexKV] || bg && !rec.Indexes[IndexCUR]) {
+			out = append(out, rec)
+		}
+		return true
+	})
+	return out, err
+}
+
+// precomputeSome computes the KV of pending chunks one at a time, each
+// followed by its CUR column, yielding the model to queries between chunks
+// (and between the cross-encoder's questions). It returns how many chunks
+// it processed.
 func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 	e := s.eng
-	todo, err := s.pendingKV()
+	todo, err := s.pendingWork()
 	if err != nil {
 		return 0, err
 	}
@@ -165,12 +188,18 @@ func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		start := time.Now()
-		e.mu.Lock()
 		e.pmu.Lock()
 		e.progress.Running = true
 		e.pmu.Unlock()
-		err := s.computeChunkKV(rec.ID, rec.Text)
-		e.mu.Unlock()
+		var err error
+		if !rec.Indexes[IndexKV] {
+			e.mu.Lock()
+			err = s.computeChunkKV(rec.ID, rec.Text)
+			e.mu.Unlock()
+		}
+		if err == nil && s.curInBackground() && !rec.Indexes[IndexCUR] {
+			err = s.addCURColumn(ctx, rec.ID)
+		}
 		e.pmu.Lock()
 		e.progress.Running = false
 		if err == nil {
@@ -200,6 +229,152 @@ func (s *Service) computeChunkKV(id, text string) error {
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
 	return s.cat.markIndexed(IndexKV, []string{id}, true)
+}
+
+// chunkKV is the KV-cached cross-encoder's lookup: chunk id's stored KV.
+// A chunk the store lacks or holds corrupt (the store drops a corrupt
+// value on reading; it is never served) is encoded in memory for this
+// score, and not stored: storing chunk KV is the precompute's and Ask's
+// job (Ask counts what it had to compute), and the search path stays
+// read-only on the store. The caller holds e.mu (the cross-encoder's lock).
+func (s *Service) chunkKV(_ context.Context, id string) (*model.KV, error) {
+	e := s.eng
+	kv, err := e.store.Get(e.key(id))
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, kvstore.ErrNotFound) && !errors.Is(err, kvstore.ErrCorrupt) {
+		return nil, err
+	}
+	if errors.Is(err, kvstore.ErrCorrupt) {
+		s.log.Warn("corrupt chunk KV for the cross-encoder; encoding it again", "chunk", id, "err", err)
+	}
+	ch, found, err := s.cat.chunk(id)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("chunk %s: not in the catalog: %w", id, ErrNotFound)
+	}
+	kv, err = blend.EncodeChunk(e.m, e.prefix, e.format.Chunk(ch.Text))
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return kv, nil
+}
+
+// DefaultKVCURAnchorChunks is k_i, the anchor chunks a CUR search scores
+// exactly, with the KV-cached cross-encoder. Each costs a question-length
+// forward over a chunk's KV (~0.2 s on 2 cores for a MuSiQue question), so
+// the default keeps hybrid search within about a second (docs/CUR.md).
+const DefaultKVCURAnchorChunks = 4
+
+// openCUR picks the cross-encoder (Config.CrossEncoder, else the KV-cached
+// one when the generator is loaded) and opens the CUR index over it.
+func (s *Service) openCUR() error {
+	opt := s.cfg.CUR
+	switch {
+	case s.cfg.CrossEncoder != nil:
+		s.ce = s.cfg.CrossEncoder
+	case s.eng != nil && !s.cfg.NoCrossEncoder:
+		e := s.eng
+		ce, err := blend.NewCrossEncoder(e.m, e.format, e.prefix, s.chunkKV, blend.CrossEncoderOptions{Lock: e.lockForQuery})
+		if err != nil {
+			return err
+		}
+		s.ce, s.kvCE = ce, ce
+		if opt.AnchorChunks <= 0 {
+			opt.AnchorChunks = DefaultKVCURAnchorChunks
+		}
+	default:
+		return nil
+	}
+	// cur's defaults, resolved here for ensureAnchors and curReady.
+	if opt.AnchorQueries <= 0 {
+		opt.AnchorQueries = 32
+	}
+	if opt.AnchorChunks <= 0 {
+		opt.AnchorChunks = 32
+	}
+	if opt.TopK <= 0 {
+		opt.TopK = 16
+	}
+	s.curOpt = opt
+	var err error
+	s.cur, err = cur.Open(filepath.Join(s.cfg.DataDir, "cur.idx"), s.ce, opt)
+	return err
+}
+
+// CrossEncoder returns the cross-encoder of CUR search and rerank, nil when
+// both are off.
+func (s *Service) CrossEncoder() cur.CrossEncoder { return s.ce }
+
+// curAtIngest reports whether CUR columns are computed at ingest, as part
+// of a document's commit (an injected cross-encoder).
+func (s *Service) curAtIngest() bool { return s.cur != nil && s.kvCE == nil }
+
+// curInBackground reports whether CUR columns follow the KV precompute.
+func (s *Service) curInBackground() bool {
+	return s.cur != nil && s.kvCE != nil && !s.cfg.NoCURColumns
+}
+
+// curReady reports whether a CUR search can run: the index scores every
+// chunk exactly while it holds at most k_i + k_r of them, and needs anchor
+// queries beyond that.
+func (s *Service) curReady() bool {
+	return s.cur != nil && (s.cur.Len() <= s.curOpt.AnchorChunks+s.curOpt.TopK || len(s.cur.Anchors()) > 0)
+}
+
+// addCURColumn computes chunk id's CUR column (every anchor query over
+// its KV), saves the index and marks the chunk. The anchor queries are
+// sampled from the corpus once it outgrows exact search.
+func (s *Service) addCURColumn(ctx context.Context, id string) error {
+	rec, found, err := s.cat.chunk(id)
+	if err != nil {
+		return err
+	}
+	if !found || len(rec.Refs) == 0 { // deleted meanwhile
+		return nil
+	}
+	if err := s.ensureAnchors(ctx); err != nil {
+		return err
+	}
+	if err := s.cur.AddChunk(ctx, id); err != nil {
+		return fmt.Errorf("cur: %w", err)
+	}
+	if err := s.cur.Save(); err != nil {
+		return fmt.Errorf("cur: %w", err)
+	}
+	return s.cat.markIndexed(IndexCUR, []string{id}, true)
+}
+
+// ensureAnchors sets the anchor queries, sampled from the committed
+// chunks' texts (cur.SampleAnchors), once there are more chunks than exact
+// search covers. Setting them computes the columns of the chunks already
+// indexed.
+func (s *Service) ensureAnchors(ctx context.Context) error {
+	if len(s.cur.Anchors()) > 0 {
+		return nil
+	}
+	var texts []string
+	err := s.cat.chunks(func(rec chunkRecord) bool {
+		if rec.Indexes[IndexBM25] && len(rec.Refs) > 0 {
+			texts = append(texts, rec.Text)
+		}
+		return true
+	})
+	if err != nil || len(texts) <= s.curOpt.AnchorChunks+s.curOpt.TopK {
+		return err
+	}
+	anchors := cur.SampleAnchors(texts, s.curOpt.AnchorQueries, s.curOpt.Seed)
+	if len(anchors) == 0 {
+		return nil
+	}
+	s.log.Info("cur: setting anchor queries", "anchors", len(anchors), "chunks", s.cur.Len())
+	if err := s.cur.SetAnchors(ctx, anchors); err != nil {
+		return fmt.Errorf("cur: %w", err)
+	}
+	return s.cur.Save()
 }
 
 // KVProgress reports the background KV precompute.

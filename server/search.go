@@ -8,6 +8,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/retrieval"
 )
 
@@ -75,12 +76,18 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) ([]SearchResult
 	if retr == "" {
 		retr = RetrieverHybrid
 	}
-	if s.cfg.CrossEncoder == nil && req.Rerank {
+	if s.ce == nil && req.Rerank {
 		return nil, fmt.Errorf("search: rerank needs a cross-encoder: %w", ErrNoCE)
 	}
-	if s.cfg.CrossEncoder == nil && retr == RetrieverCUR {
+	if s.cur == nil && retr == RetrieverCUR {
 		return nil, fmt.Errorf("search: the cur retriever needs a cross-encoder: %w", ErrNoCE)
 	}
+	if retr == RetrieverCUR && !s.curReady() {
+		return nil, fmt.Errorf("search: the cur index is still computing its anchor queries: %w", ErrNoCE)
+	}
+	// Each (question, chunk) pair is scored once per search (CUR's anchor
+	// chunks, then the rerank).
+	ctx = blend.WithScoreCache(ctx)
 	depth := max(minFusionDepth, 4*k)
 
 	lists := map[string][]retrieval.Hit{}
@@ -90,7 +97,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) ([]SearchResult
 		names = []string{retr}
 	case RetrieverHybrid:
 		names = []string{RetrieverBM25, RetrieverDense}
-		if s.cur != nil {
+		if s.curReady() {
 			names = append(names, RetrieverCUR)
 		}
 	default:
@@ -139,7 +146,7 @@ func (s *Service) Search(ctx context.Context, req SearchRequest) ([]SearchResult
 		for i, r := range out {
 			ids[i] = r.Chunk.ID
 		}
-		scores, err := s.cfg.CrossEncoder.ScoreChunks(ctx, q, ids)
+		scores, err := s.ce.ScoreChunks(ctx, q, ids)
 		if err != nil {
 			return nil, fmt.Errorf("search: rerank: %w", err)
 		}

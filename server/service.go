@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/internal/atomicfile"
 	"github.com/blendrag/blendrag/kvstore"
 	"github.com/blendrag/blendrag/model/bert"
@@ -50,10 +51,22 @@ type Config struct {
 	Vector   vector.Options
 	Catalog  CatalogOptions
 
-	// CrossEncoder enables CUR search and exact reranking; nil turns both
-	// off (the KV-cached cross-encoder comes with the KV store).
+	// CrossEncoder, when set, is the cross-encoder of CUR search and exact
+	// reranking; the CUR column of each chunk is then computed at ingest
+	// and is part of its commit. When nil and the generator is loaded, the
+	// KV-cached cross-encoder (blend.CrossEncoder, over each chunk's stored
+	// KV) is used, and each chunk's CUR column is computed in the
+	// background right after its KV. Without either, CUR and rerank are off.
 	CrossEncoder cur.CrossEncoder
-	CUR          cur.Options
+	// NoCrossEncoder turns the default KV-cached cross-encoder off.
+	NoCrossEncoder bool
+	// NoCURColumns stops the background CUR columns of the KV-cached
+	// cross-encoder (CUR search then covers the chunks already indexed);
+	// for tools that call the cross-encoder directly (eval cur).
+	NoCURColumns bool
+	// CUR configures the CUR index. With the KV-cached cross-encoder a
+	// zero AnchorChunks means DefaultKVCURAnchorChunks.
+	CUR cur.Options
 
 	// EmbedBatch is how many chunks are embedded per call; default 16.
 	EmbedBatch int
@@ -88,7 +101,10 @@ type Service struct {
 	bm25    *retrieval.BM25
 	dense   *vector.Index
 	cur     *cur.Index // nil without a cross-encoder
-	eng     *engine    // nil with NoGenerator
+	curOpt  cur.Options
+	ce      cur.CrossEncoder    // Config.CrossEncoder or kvCE; nil when off
+	kvCE    *blend.CrossEncoder // the KV-cached cross-encoder, when used
+	eng     *engine             // nil with NoGenerator
 
 	write sync.Mutex // serialises ingest, delete and recovery
 }
@@ -161,15 +177,13 @@ func Open(cfg Config) (s *Service, err error) {
 	if s.dense, err = vector.Open(filepath.Join(cfg.DataDir, "dense.vec"), s.embed.Dim(), vopt); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
-	if cfg.CrossEncoder != nil {
-		if s.cur, err = cur.Open(filepath.Join(cfg.DataDir, "cur.idx"), cfg.CrossEncoder, cfg.CUR); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
-		}
-	}
 	if !cfg.NoGenerator {
 		if err := s.openEngine(); err != nil {
 			return nil, fmt.Errorf("server: %w", err)
 		}
+	}
+	if err := s.openCUR(); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if err := s.recover(context.Background()); err != nil {
 		return nil, fmt.Errorf("server: recovery: %w", err)
