@@ -191,7 +191,7 @@ func finishReason(stop string) string {
 // chatCompletions answers an OpenAI-style chat request.
 func (h *HTTP) chatCompletions(c echo.Context) error {
 	var req ChatRequest
-	if err := h.decodeJSON(c, &req); err != nil {
+	if err := h.decodeJSON(c, &req, false); err != nil {
 		return err
 	}
 	if req.N > 1 {

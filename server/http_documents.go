@@ -69,7 +69,7 @@ func (h *HTTP) postDocuments(c echo.Context) error {
 		}
 	case echo.MIMEApplicationJSON:
 		var body textUpload
-		if err := h.decodeJSON(c, &body); err != nil {
+		if err := h.decodeJSON(c, &body, true); err != nil {
 			return err
 		}
 		if strings.TrimSpace(body.Text) == "" {
@@ -145,21 +145,31 @@ func (h *HTTP) readFiles(c echo.Context, boundary string) ([]upload, error) {
 }
 
 // decodeJSON decodes the request body, within MaxJSONBytes, into v; the
-// body must be one JSON object.
-func (h *HTTP) decodeJSON(c echo.Context, v any) error {
+// body must be one JSON object. strict refuses fields v does not have (a
+// misspelt option would otherwise be silently ignored); the OpenAI route
+// is lenient, as OpenAI clients send fields blendrag does not use.
+func (h *HTTP) decodeJSON(c echo.Context, v any, strict bool) error {
 	ct, _, _ := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType))
 	if ct != echo.MIMEApplicationJSON && ct != "" {
 		return problemf(http.StatusUnsupportedMediaType, "content type %q: send application/json", ct)
 	}
 	dec := json.NewDecoder(limitBody(c, h.cfg.MaxJSONBytes))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
 	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
+		var mbe *http.MaxBytesError
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
 			return problemf(http.StatusBadRequest, "the body is empty: send a JSON object")
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+		case errors.Is(err, io.ErrUnexpectedEOF):
 			return problemf(http.StatusBadRequest, "the body is truncated JSON")
+		case errors.As(err, &mbe), errors.As(err, &se), errors.As(err, &te):
+			return fmt.Errorf("decode body: %w", err) // toProblem words these
 		}
-		return fmt.Errorf("decode body: %w", err)
+		return problemf(http.StatusBadRequest, "the body is not a valid request: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return problemf(http.StatusBadRequest, "the body holds more than one JSON value")

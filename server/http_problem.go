@@ -57,6 +57,8 @@ func toProblem(err error) *Problem {
 		return problemf(http.StatusRequestEntityTooLarge, "the request body exceeds the limit of %d bytes", mbe.Limit)
 	case errors.As(err, &se):
 		return problemf(http.StatusBadRequest, "the body is not valid JSON: %v (at byte %d)", se, se.Offset)
+	case errors.As(err, &te) && te.Field == "":
+		return problemf(http.StatusBadRequest, "the body must be a JSON object, not a JSON %s", te.Value)
 	case errors.As(err, &te):
 		return problemf(http.StatusBadRequest, "field %q: want a JSON %s, got %s", te.Field, te.Type, te.Value)
 	case errors.As(err, &he):

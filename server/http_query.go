@@ -49,7 +49,7 @@ type DoneEvent struct {
 // search runs a search.
 func (h *HTTP) search(c echo.Context) error {
 	var req SearchRequest
-	if err := h.decodeJSON(c, &req); err != nil {
+	if err := h.decodeJSON(c, &req, true); err != nil {
 		return err
 	}
 	if strings.TrimSpace(req.Query) == "" {
@@ -108,7 +108,7 @@ func (h *HTTP) ask(ctx context.Context, req AskRequest, emit func(string) error)
 // query answers a question, as one JSON Answer or as a stream.
 func (h *HTTP) query(c echo.Context) error {
 	var req QueryRequest
-	if err := h.decodeJSON(c, &req); err != nil {
+	if err := h.decodeJSON(c, &req, true); err != nil {
 		return err
 	}
 	if err := h.checkQuestion(req.AskRequest); err != nil {

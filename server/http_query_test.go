@@ -306,3 +306,20 @@ func TestHTTPClientDisconnectCancelsQuestion(t *testing.T) {
 		})
 	}
 }
+
+func TestHTTPRequestTimeoutIs504(t *testing.T) {
+	th, _ := newAnsweringHTTP(t, HTTPConfig{RequestTimeout: 100 * time.Millisecond})
+	th.svc.eng.mu.Lock() // the question waits for the model past its deadline
+	done := make(chan *http.Response, 1)
+	go func() {
+		done <- th.postStream(t, context.Background(), "/v1/query", QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, MaxTokens: 4}})
+	}()
+	waitGauge(t, th, 1)
+	time.Sleep(200 * time.Millisecond)
+	th.svc.eng.mu.Unlock()
+	res := <-done
+	if res.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", res.StatusCode)
+	}
+	problemOf(t, res)
+}

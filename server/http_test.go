@@ -363,6 +363,8 @@ func TestHTTPBadInputIsProblemJSON(t *testing.T) {
 		{"wrong type", "POST", "/v1/search", "application/json", `{"query": 5}`, nil, 400},
 		{"empty body", "POST", "/v1/search", "application/json", ``, nil, 400},
 		{"two values", "POST", "/v1/search", "application/json", `{"query":"a"} {}`, nil, 400},
+		{"unknown field", "POST", "/v1/query", "application/json", `{"question": "x", "max_token": 5}`, nil, 400},
+		{"JSON array", "POST", "/v1/search", "application/json", `["x"]`, nil, 400},
 		{"missing query", "POST", "/v1/search", "application/json", `{"k": 3}`, nil, 400},
 		{"unknown retriever", "POST", "/v1/search", "application/json", `{"query": "x", "retriever": "magic"}`, nil, 400},
 		{"k too large", "POST", "/v1/search", "application/json", `{"query": "x", "k": 1000}`, nil, 400},
