@@ -247,47 +247,67 @@ func newDecodeCtx(m *model.Model, res *Result, name string) (*decodeCtx, error) 
 	return &decodeCtx{m: m, kv: res.KV, groups: res.Groups, logits: res.Logits}, nil
 }
 
-// forward appends tokens at the positions after the cache's last row (in
-// the plain key group when the context has groups), computes them and
-// returns the logits of every new row (all) or of the last. On error the
-// cache is left as it was.
+// forward appends tokens after the cache's last row and computes them (see
+// Result.Extend).
 func (c *decodeCtx) forward(tokens []int32, all bool) ([]float32, error) {
-	n := c.kv.Len()
-	pos := model.Positions(int(model.NextPos(c.kv)), len(tokens))
-	if last := int(pos[len(pos)-1]); last >= c.m.Config.Context {
-		return nil, fmt.Errorf("blend: position %d exceeds the context length %d", last, c.m.Config.Context)
+	return extend(c.m, c.kv, c.groups, tokens, all)
+}
+
+// truncate rolls the cache (and its grouping) back to n rows.
+func (c *decodeCtx) truncate(n int) { truncate(c.kv, c.groups, n) }
+
+// Extend appends tokens at the positions after the context's last row (in
+// the plain key group when the context has groups, as Generate's rows),
+// computes them through every layer and returns the logits of every new row
+// ([len(tokens) × Vocab], all) or of the last. It is one decode step for one
+// token and a speculative verify for several. On error the context is left
+// as it was.
+func (r *Result) Extend(m *model.Model, tokens []int32, all bool) ([]float32, error) {
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("blend: Extend with no tokens")
 	}
-	first := c.kv.Grow(tokens, pos)
-	if c.groups != nil {
-		c.groups.Of = append(c.groups.Of, make([]uint8, len(tokens))...)
+	return extend(m, r.KV, r.Groups, tokens, all)
+}
+
+// Truncate rolls the context (and its grouping) back to its first n rows.
+func (r *Result) Truncate(n int) { truncate(r.KV, r.Groups, n) }
+
+func extend(m *model.Model, kv *model.KV, groups *kernels.KeyGroups, tokens []int32, all bool) ([]float32, error) {
+	n := kv.Len()
+	pos := model.Positions(int(model.NextPos(kv)), len(tokens))
+	if last := int(pos[len(pos)-1]); last >= m.Config.Context {
+		return nil, fmt.Errorf("blend: position %d exceeds the context length %d", last, m.Config.Context)
 	}
-	p, err := c.m.NewPass(c.kv, rowRange(first, c.kv.Len()))
+	first := kv.Grow(tokens, pos)
+	if groups != nil {
+		groups.Of = append(groups.Of, make([]uint8, len(tokens))...)
+	}
+	p, err := m.NewPass(kv, rowRange(first, kv.Len()))
 	if err == nil {
-		p.Groups = c.groups
-		for l := range c.m.Config.Layers {
+		p.Groups = groups
+		for l := range m.Config.Layers {
 			if err = p.Layer(l); err != nil {
 				break
 			}
 		}
 	}
 	if err != nil {
-		c.truncate(n)
+		truncate(kv, groups, n)
 		return nil, fmt.Errorf("blend: forward of %d tokens: %w", len(tokens), err)
 	}
 	sel := []int{len(tokens) - 1}
 	if all {
 		sel = rowRange(0, len(tokens))
 	}
-	logits := make([]float32, len(sel)*c.m.Config.Vocab)
+	logits := make([]float32, len(sel)*m.Config.Vocab)
 	p.Logits(logits, sel)
 	return logits, nil
 }
 
-// truncate rolls the cache (and its grouping) back to n rows.
-func (c *decodeCtx) truncate(n int) {
-	c.kv.Truncate(n)
-	if c.groups != nil {
-		c.groups.Of = c.groups.Of[:n]
+func truncate(kv *model.KV, groups *kernels.KeyGroups, n int) {
+	kv.Truncate(n)
+	if groups != nil {
+		groups.Of = groups.Of[:n]
 	}
 }
 

@@ -512,3 +512,35 @@ func TestRapidGreedyEqualsTargetGreedyOnTheRealModel(t *testing.T) {
 		t.Errorf("drafts accepted %d of %d: the test needs both", tally.accepted, tally.drafted)
 	}
 }
+
+// Extending a context by several tokens at once gives each row bitwise the
+// logits of extending it one token at a time (the verify forward equals
+// decode steps), with and without key groups; Truncate undoes it.
+func TestExtendManyRowsEqualsOneAtATimeAndTruncateUndoesIt(t *testing.T) {
+	forSpecs(t, func(t *testing.T, m *model.Model) {
+		f := newFixture(t, m, 800, 7, 12, 9)
+		for _, mode := range []Mode{ModeCacheBlend, ModeAPE} {
+			res := f.prefill(t, DefaultOptions(mode))
+			n := res.KV.Len()
+			toks := []int32{5, 17, 3, 42, 8}
+			batch, err := res.Extend(m, toks, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Truncate(n)
+			if res.KV.Len() != n || (res.Groups != nil && len(res.Groups.Of) != n) {
+				t.Fatalf("%s: Truncate left %d rows", mode, res.KV.Len())
+			}
+			v := m.Config.Vocab
+			for i, tok := range toks {
+				one, err := res.Extend(m, []int32{tok}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := maxAbsDiff(one, batch[i*v:(i+1)*v]); d != 0 {
+					t.Errorf("%s: row %d differs by %g alone and in the batch", mode, i, d)
+				}
+			}
+		}
+	})
+}

@@ -123,12 +123,15 @@ type rapidRun struct {
 	DraftMS      float64 `json:"draft_ms"`   // total drafting time
 	VerifyTotMS  float64 `json:"verify_ms"`  // total verify time
 	ControlMS    float64 `json:"control_ms"` // sampling, acceptance, transfer
-	// Bound is the best speedup the measured costs allow at the measured
-	// acceptance (target step: the target-only runs'), at BoundGamma;
-	// Ceiling the same at acceptance 1.
+	// Bound is the best speedup the question's isolated costs (rapidCosts)
+	// allow at this run's acceptance, at BoundGamma (within the run's γ
+	// range); Ceiling the same at acceptance 1; RunBound the bound from the
+	// run's own timings (its drafter steps and verifies, the target-only
+	// runs' step).
 	Bound      float64 `json:"bound"`
 	BoundGamma int     `json:"bound_gamma"`
 	Ceiling    float64 `json:"ceiling"`
+	RunBound   float64 `json:"run_bound"`
 	// Agreement is the share of the target-only tokens this run reproduced
 	// before the first difference; Same says all of them.
 	Agreement float64 `json:"agreement"`
@@ -152,7 +155,26 @@ type rapidRecord struct {
 		TokPerS  float64 `json:"tok_s"`
 		StepMS   float64 `json:"step_ms"`
 	} `json:"target"`
-	Runs []rapidRun `json:"runs"`
+	Costs rapidCosts `json:"costs"`
+	Runs  []rapidRun `json:"runs"`
+}
+
+// rapidCosts are the forwards RAPID is made of, timed in isolation on the
+// question's contexts (medians of interleaved repetitions): the target's
+// and the drafter's decode steps and the target's verify of k rows, with
+// the least-squares line Fixed + PerRow·k through the verifies.
+type rapidCosts struct {
+	TargetStepMS float64    `json:"target_step_ms"`
+	DraftStepMS  float64    `json:"draft_step_ms"`
+	Verify       []verifyMS `json:"verify"`
+	FixedMS      float64    `json:"verify_fixed_ms"`
+	PerRowMS     float64    `json:"verify_per_row_ms"`
+	stats        blend.RapidStats
+}
+
+type verifyMS struct {
+	Rows int     `json:"rows"`
+	MS   float64 `json:"ms"`
 }
 
 // rapidSummary aggregates one configuration over the questions.
@@ -163,6 +185,7 @@ type rapidSummary struct {
 	RapidTokS    float64 `json:"rapid_tok_s"`
 	Speedup      float64 `json:"speedup"` // total target-only time per token over RAPID's
 	Bound        float64 `json:"bound"`   // mean of the per-question bounds
+	RunBound     float64 `json:"run_bound"`
 	OfBound      float64 `json:"of_bound"`
 	Ceiling      float64 `json:"ceiling"`
 	AcceptRate   float64 `json:"accept_rate"`
@@ -186,6 +209,7 @@ type rapidEvalSummary struct {
 	Questions     int            `json:"questions"`
 	MeanTarget    float64        `json:"mean_target_rows"`
 	MeanDraft     float64        `json:"mean_draft_rows"`
+	Costs         rapidCosts     `json:"costs"` // means over the questions
 	Configs       []rapidSummary `json:"configs"`
 }
 
@@ -412,6 +436,9 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 		runs = append(runs, run)
 		stats = append(stats, st)
 	}
+	if rec.Costs, err = measureCosts(m, target, drafter, ref.Tokens, 5); err != nil {
+		return rec, fmt.Errorf("costs: %w", err)
+	}
 	ref2, err := targetRun()
 	if err != nil {
 		return rec, fmt.Errorf("target decode: %w", err)
@@ -428,14 +455,16 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	for k := range runs {
 		run := &runs[k]
 		run.Speedup = (rec.Target.DecodeMS / float64(rec.Target.Tokens)) / (run.DecodeMS / float64(run.Tokens))
-		st := stats[k]
-		st.TargetStep = step
 		lo, hi := run.Gamma, run.Gamma
 		if run.Adaptive {
 			lo, hi = blend.MinGamma, blend.MaxGamma
 		}
-		run.Bound, run.BoundGamma = st.Bound(st.AcceptRate(), lo, hi)
-		run.Ceiling, _ = st.Bound(1, lo, hi)
+		a := run.AcceptRate
+		run.Bound, run.BoundGamma = rec.Costs.stats.Bound(a, lo, hi)
+		run.Ceiling, _ = rec.Costs.stats.Bound(1, lo, hi)
+		st := stats[k]
+		st.TargetStep = step
+		run.RunBound, _ = st.Bound(a, lo, hi)
 	}
 	rec.Runs = runs
 	return rec, nil
@@ -453,6 +482,17 @@ func summarizeRapid(fl *evalRapidFlags, cfgs []rapidConfig, recs []rapidRecord) 
 	for _, rec := range recs {
 		sum.MeanTarget += float64(rec.TargetRows) / nq
 		sum.MeanDraft += float64(rec.DraftRows) / nq
+		c := &sum.Costs
+		c.TargetStepMS += rec.Costs.TargetStepMS / nq
+		c.DraftStepMS += rec.Costs.DraftStepMS / nq
+		c.FixedMS += rec.Costs.FixedMS / nq
+		c.PerRowMS += rec.Costs.PerRowMS / nq
+		for i, v := range rec.Costs.Verify {
+			if len(c.Verify) <= i {
+				c.Verify = append(c.Verify, verifyMS{Rows: v.Rows})
+			}
+			c.Verify[i].MS += v.MS / nq
+		}
 	}
 	for k, c := range cfgs {
 		s := rapidSummary{rapidConfig: c, Questions: len(recs)}
@@ -468,6 +508,7 @@ func summarizeRapid(fl *evalRapidFlags, cfgs []rapidConfig, recs []rapidRecord) 
 			rounds += float64(run.Rounds)
 			gammaRounds += run.GammaMean * float64(run.Rounds)
 			s.Bound += run.Bound / nq
+			s.RunBound += run.RunBound / nq
 			s.Ceiling += run.Ceiling / nq
 			s.Agreement += run.Agreement / nq
 			s.F1 += run.F1 / nq
@@ -502,12 +543,87 @@ func summarizeRapid(fl *evalRapidFlags, cfgs []rapidConfig, recs []rapidRecord) 
 func printRapidSummary(w io.Writer, s rapidEvalSummary) error {
 	fmt.Fprintf(w, "eval rapid: %d questions of %s, mode %s, target %.0f rows, drafter %.0f rows (%d chunks), %d tokens per run\n",
 		s.Questions, s.Dataset, s.Mode, s.MeanTarget, s.MeanDraft, s.DraftChunks, s.MaxTokens)
+	c := s.Costs
+	fmt.Fprintf(w, "costs (means of per-question medians): target step %.1f ms, drafter step %.1f ms, verify %.1f + %.1f ms/row (", c.TargetStepMS, c.DraftStepMS, c.FixedMS, c.PerRowMS)
+	for i, v := range c.Verify {
+		if i > 0 {
+			fmt.Fprint(w, ", ")
+		}
+		fmt.Fprintf(w, "%d rows %.1f ms", v.Rows, v.MS)
+	}
+	fmt.Fprintln(w, ")")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\ttarget tok/s\tRAPID tok/s\tspeedup\tbound\tof bound\tceiling\taccept\tmean acc\tγ\toff\tagreement\tsame\tF1\ttarget F1\t")
+	fmt.Fprintln(tw, "config\ttarget tok/s\tRAPID tok/s\tspeedup\tbound\tof bound\trun bound\tceiling\taccept\tmean acc\tγ\toff\tagreement\tsame\tF1\ttarget F1\t")
 	for _, c := range s.Configs {
-		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.2f×\t%.2f×\t%.0f%%\t%.2f×\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t%d/%d\t%.3f\t%.3f\t\n",
-			c.Name, c.TargetTokS, c.RapidTokS, c.Speedup, c.Bound, 100*c.OfBound, c.Ceiling, c.AcceptRate, c.MeanAccepted,
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.2f×\t%.2f×\t%.0f%%\t%.2f×\t%.2f×\t%.2f\t%.2f\t%.1f\t%d\t%.2f\t%d/%d\t%.3f\t%.3f\t\n",
+			c.Name, c.TargetTokS, c.RapidTokS, c.Speedup, c.Bound, 100*c.OfBound, c.RunBound, c.Ceiling, c.AcceptRate, c.MeanAccepted,
 			c.GammaMean, c.Off, c.Agreement, c.Same, c.Questions, c.F1, c.TargetF1)
 	}
 	return tw.Flush()
+}
+
+// verifyRows are the row counts whose verify forward measureCosts times.
+var verifyRows = []int{1, 3, 5, 7, 11}
+
+// measureCosts times, reps times interleaved, a decode step of the target
+// and of the drafter and a verify of each of verifyRows rows of the target
+// (tokens from toks), each from the context as prefilled, and returns the
+// medians with the verify line.
+func measureCosts(m *model.Model, target, drafter *blend.Result, toks []int32, reps int) (rapidCosts, error) {
+	var c rapidCosts
+	if len(toks) < verifyRows[len(verifyRows)-1] {
+		return c, fmt.Errorf("need %d tokens, have %d", verifyRows[len(verifyRows)-1], len(toks))
+	}
+	t, d := target.Clone(), drafter.Clone()
+	nT, nD := t.KV.Len(), d.KV.Len()
+	timeIt := func(r *blend.Result, n, k int) (time.Duration, error) {
+		start := time.Now()
+		_, err := r.Extend(m, toks[:k], true)
+		dt := time.Since(start)
+		r.Truncate(n)
+		return dt, err
+	}
+	step := make([]time.Duration, 0, reps)
+	draft := make([]time.Duration, 0, reps)
+	verify := make([][]time.Duration, len(verifyRows))
+	for range reps {
+		dt, err := timeIt(t, nT, 1)
+		if err != nil {
+			return c, err
+		}
+		step = append(step, dt)
+		if dt, err = timeIt(d, nD, 1); err != nil {
+			return c, err
+		}
+		draft = append(draft, dt)
+		for i, k := range verifyRows {
+			if dt, err = timeIt(t, nT, k); err != nil {
+				return c, err
+			}
+			verify[i] = append(verify[i], dt)
+		}
+	}
+	median := func(ds []time.Duration) time.Duration {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	c.stats.TargetStep, c.stats.DraftStep = median(step), median(draft)
+	var sk, skk, sy, sky float64
+	for i, k := range verifyRows {
+		y := median(verify[i])
+		c.Verify = append(c.Verify, verifyMS{Rows: k, MS: ms(y)})
+		x := float64(k)
+		sk, skk, sy, sky = sk+x, skk+x*x, sy+float64(y), sky+x*float64(y)
+	}
+	n := float64(len(verifyRows))
+	perRow := (n*sky - sk*sy) / (n*skk - sk*sk)
+	fixed := (sy - perRow*sk) / n
+	if fixed < 0 {
+		fixed, perRow = 0, sky/skk
+	}
+	c.stats.VerifyFixed, c.stats.VerifyPerRow = time.Duration(fixed), time.Duration(perRow)
+	c.TargetStepMS, c.DraftStepMS = ms(c.stats.TargetStep), ms(c.stats.DraftStep)
+	c.FixedMS, c.PerRowMS = ms(c.stats.VerifyFixed), ms(c.stats.VerifyPerRow)
+	return c, nil
 }
