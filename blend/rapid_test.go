@@ -159,6 +159,18 @@ func TestRapidKeepsStopRulesOfTheDecodeLoop(t *testing.T) {
 		tr, dr = f.rapidPair(t, ModeCacheBlend, 0)
 		checkRapidGreedy(t, m, tr, dr, 1, ropt, nil)
 	}
+	// The context length: a model of 48 positions fills up mid-round.
+	sp := specs()[0]
+	sp.Context = 48
+	small := modeltest.New(t, sp)
+	for _, gamma := range []int{3, 7} {
+		f := newFixture(t, small, 310, 7, 12, 9)
+		tr, dr := f.rapidPair(t, ModeCacheBlend, 0)
+		st := checkRapidGreedy(t, small, tr, dr, 40, RapidOptions{KeepDrafting: true, Gamma: gamma, FixedGamma: true}, nil)
+		if st.Drafted == 0 {
+			t.Errorf("γ=%d: nothing drafted before the context filled", gamma)
+		}
+	}
 }
 
 // A drafter identical to the target (same context) has q = p exactly, so
