@@ -52,6 +52,16 @@ type Device struct {
 type Buffer struct {
 	ptr  cu.DevicePtr
 	size int64
+	view bool // a window into another buffer: Free refuses it
+}
+
+// View returns the window [off, off+bytes) of b as a Buffer that shares b's
+// memory. It is valid while b is; Free refuses it.
+func (b *Buffer) View(off, bytes int64) (*Buffer, error) {
+	if off < 0 || bytes <= 0 || off > b.size-bytes {
+		return nil, fmt.Errorf("cuda: view [%d, +%d) of a %d-byte buffer: %w", off, bytes, b.size, kernels.ErrShape)
+	}
+	return &Buffer{ptr: b.ptr + cu.DevicePtr(off), size: bytes, view: true}, nil
 }
 
 // Bytes is the size of b in bytes.
@@ -232,6 +242,9 @@ func alloc(bytes int64) (*Buffer, error) {
 func (d *Device) Free(b *Buffer) error {
 	if b == nil {
 		return nil
+	}
+	if b.view {
+		return fmt.Errorf("cuda: Free of a view: free the buffer it came from")
 	}
 	if err := d.do(func() error { return cu.MemFree(b.ptr) }); err != nil {
 		return fmt.Errorf("cuda: freeing %d bytes: %w", b.size, err)

@@ -472,6 +472,26 @@ func TestSwiGLUMatchesCPU(t *testing.T) {
 	within(t, "swiglu", download(t, d, dst, n), want, 1e-30, 4*0x1p-23)
 }
 
+// TestViewsAddressTheirWindow: a kernel on a view touches only that window
+// (RMSNorm of row 2 of 4 through views).
+func TestViewsAddressTheirWindow(t *testing.T) {
+	d := openDevice(t)
+	r := rand.New(rand.NewPCG(23, 24))
+	const n, dim = 4, 64
+	x := randF32(r, n*dim, 1)
+	want := slices.Clone(x)
+	kernels.RMSNorm(want[2*dim:3*dim], x[2*dim:3*dim], nil, 1e-6)
+	xb := devF32s(t, d, x)
+	row, err := xb.View(2*dim*4, dim*4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RMSNorm(row, row, nil, 1, dim, 1e-6); err != nil {
+		t.Fatal(err)
+	}
+	bitwiseEqual(t, "rmsnorm through a view", download(t, d, xb, n*dim), want)
+}
+
 func TestAddMatchesCPUBitwise(t *testing.T) {
 	d := openDevice(t)
 	r := rand.New(rand.NewPCG(19, 20))
@@ -515,6 +535,12 @@ func TestBadInputsReturnErrors(t *testing.T) {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: error %v, want one wrapping %v", c.name, c.err, c.want)
 		}
+	}
+	if _, err := small.View(8, 40); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("view past the end: error %v, want ErrShape", err)
+	}
+	if v, err := small.View(4, 8); err != nil || d.Free(v) == nil {
+		t.Errorf("View(4, 8) = %v; Free of a view must fail", err)
 	}
 	if _, err := d.UploadMatrix(randMatrix(r, kernels.Q4_0, 2, 32)); !errors.Is(err, kernels.ErrUnsupported) {
 		t.Errorf("Q4_0 upload: error %v, want ErrUnsupported", err)

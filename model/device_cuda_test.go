@@ -1,0 +1,190 @@
+//go:build cuda && cgo
+
+package model_test
+
+import (
+	"math"
+	"os"
+	"testing"
+
+	"github.com/blendrag/blendrag/kernels"
+	"github.com/blendrag/blendrag/model"
+	"github.com/blendrag/blendrag/model/fetch"
+	"github.com/blendrag/blendrag/model/modeltest"
+)
+
+// These tests need a CUDA GPU and a binary built with -tags cuda; they
+// compare the CUDA backend with the CPU forward pass (the reference) on the
+// same tokens. Matrix products and norms are bitwise the CPU's but attention
+// and SwiGLU round differently, and a last-bit difference can move an
+// activation across a Q8 rounding boundary, so logits are compared within
+// a tolerance relative to the largest logit, and the argmax must agree
+// wherever the CPU's top-1/top-2 margin exceeds that tolerance.
+
+func openCUDA(t *testing.T, m *model.Model) model.Backend {
+	t.Helper()
+	b, err := m.OpenBackend("cuda:0")
+	if err != nil {
+		t.Fatalf("OpenBackend(cuda:0): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+// compareLogits checks rows of vocab logits: max |GPU−CPU| ≤ rel·max|CPU|
+// and the same argmax where the CPU's margin is above that bound.
+func compareLogits(t *testing.T, what string, got, want []float32, vocab int, rel float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d logits from the GPU, %d from the CPU", what, len(got), len(want))
+	}
+	var scale, worst float64
+	for _, v := range want {
+		scale = max(scale, math.Abs(float64(v)))
+	}
+	tol := rel * max(scale, 1)
+	for i := range want {
+		worst = max(worst, math.Abs(float64(got[i])-float64(want[i])))
+	}
+	if worst > tol || math.IsNaN(worst) {
+		t.Fatalf("%s: max |GPU−CPU| logit %g > %g", what, worst, tol)
+	}
+	for r := 0; r < len(want)/vocab; r++ {
+		g, w := got[r*vocab:(r+1)*vocab], want[r*vocab:(r+1)*vocab]
+		top, second := argmax2(w)
+		if float64(w[top]-w[second]) > 2*tol && argmax(g) != top {
+			t.Fatalf("%s: row %d: GPU argmax %d, CPU %d (margin %g)", what, r, argmax(g), top, w[top]-w[second])
+		}
+	}
+	t.Logf("%s: max |GPU−CPU| logit %g (bound %g)", what, worst, tol)
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func argmax2(x []float32) (int, int) {
+	a, b := 0, 1
+	if x[b] > x[a] {
+		a, b = b, a
+	}
+	for i := 2; i < len(x); i++ {
+		if x[i] > x[a] {
+			a, b = i, a
+		} else if x[i] > x[b] {
+			b = i
+		}
+	}
+	return a, b
+}
+
+// compareKV checks every layer's keys and values within abs.
+func compareKV(t *testing.T, got, want *model.KV, abs float64) {
+	t.Helper()
+	for l := range want.K {
+		for _, kv := range [][2][]float32{{got.K[l], want.K[l]}, {got.V[l], want.V[l]}} {
+			for i := range kv[1] {
+				if d := math.Abs(float64(kv[0][i] - kv[1][i])); d > abs || math.IsNaN(d) {
+					t.Fatalf("layer %d cache element %d: GPU %v, CPU %v", l, i, kv[0][i], kv[1][i])
+				}
+			}
+		}
+	}
+}
+
+// TestCUDAForwardMatchesCPU: prefill, a decode step and the recomputation of
+// a subset of rows (CacheBlend's pattern, positions masking attention) on
+// small random models, GPU vs CPU. Tolerance: 1e-3 of the largest logit,
+// 1e-3 absolute on cached keys and values.
+func TestCUDAForwardMatchesCPU(t *testing.T) {
+	for _, s := range []modeltest.Spec{
+		{Name: "q4_1-gqa", Layers: 3, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 2, Weights: kernels.Q4_1},
+		{Name: "q8_0-gqa3", Layers: 2, Dim: 96, Heads: 6, KVHeads: 2, FFN: 160, Seed: 3, Weights: kernels.Q8_0},
+		{Name: "f16-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 4, Weights: kernels.F16},
+		{Name: "f32-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 1, Weights: kernels.F32},
+	} {
+		t.Run(s.Name, func(t *testing.T) {
+			m := modeltest.New(t, s)
+			gpu := openCUDA(t, m)
+			const rel = 1e-3
+			tokens := make([]int32, 300) // longer than one prefill batch
+			for i := range tokens {
+				tokens[i] = int32((i*7919 + 13) % m.Config.Vocab)
+			}
+			pos := model.Positions(0, len(tokens))
+			cpuKV, gpuKV := model.NewKV(m.Config), model.NewKV(m.Config)
+			want, err := m.Forward(cpuKV, tokens, pos, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := gpu.Forward(gpuKV, tokens, pos, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			compareLogits(t, "prefill", got, want, m.Config.Vocab, rel)
+			compareKV(t, gpuKV, cpuKV, 1e-3)
+
+			next := []int32{5}
+			npos := []int32{int32(len(tokens))}
+			if want, err = m.Forward(cpuKV, next, npos, false); err != nil {
+				t.Fatal(err)
+			}
+			if got, err = gpu.Forward(gpuKV, next, npos, false); err != nil {
+				t.Fatal(err)
+			}
+			compareLogits(t, "decode", got, want, m.Config.Vocab, rel)
+
+			// Recompute a subset against the same (CPU-made) cache on both.
+			gpuKV = cpuKV.Slice(0, cpuKV.Len())
+			rows := []int{3, 40, 41, 150, 299, 300}
+			if want, err = m.Recompute(cpuKV, rows, true); err != nil {
+				t.Fatal(err)
+			}
+			if got, err = gpu.Recompute(gpuKV, rows, true); err != nil {
+				t.Fatal(err)
+			}
+			compareLogits(t, "recompute subset", got, want, m.Config.Vocab, rel)
+			compareKV(t, gpuKV, cpuKV, 1e-3)
+		})
+	}
+}
+
+// TestCUDASmolLM2FirstTokenMatchesCPU: the default model's next-token
+// logits after a 200-token prompt, GPU vs CPU, within 1e-2 of the largest
+// logit (30 layers of rounding differences), same argmax.
+func TestCUDASmolLM2FirstTokenMatchesCPU(t *testing.T) {
+	path := fetch.GeneratorPath(fetch.Dir())
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("default model not found (%v)", err)
+	}
+	m, err := model.Load(path, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gpu := openCUDA(t, m)
+	text := "Retrieval-augmented generation answers a question from documents. The documents are split into chunks, " +
+		"each chunk is indexed, and the chunks most similar to the question are given to the model as context. " +
+		"Question: what is given to the model as context?"
+	tokens := m.Tok.Encode(text, false)
+	pos := model.Positions(0, len(tokens))
+	want, err := m.Forward(model.NewKV(m.Config), tokens, pos, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := gpu.Forward(model.NewKV(m.Config), tokens, pos, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareLogits(t, "SmolLM2 first token", got, want, m.Config.Vocab, 1e-2)
+}
