@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -342,3 +343,37 @@ func TestCorruptChunkKVOnDiskIsRecomputedAndAskStillAnswers(t *testing.T) {
 }
 
 func kvstoreFP16() kvstore.Options { return kvstore.Options{Codec: kvstore.CodecFP16} }
+
+func TestRankReturnsCommittedChunksBeyondMaxK(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.IngestText(ctx, "Festival", topicText("Quellbrook", 30), nil); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.Rank(ctx, RetrieverBM25, "Quellbrook festival weavers", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Search(ctx, SearchRequest{Query: "Quellbrook festival weavers", K: 3, Retriever: RetrieverBM25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) < 4 || ids[0] != res[0].Chunk.ID {
+		t.Fatalf("rank gave %d ids (first %v), search's first is %s", len(ids), ids[:min(1, len(ids))], res[0].Chunk.ID)
+	}
+	for _, bad := range []struct {
+		retr, q string
+		n       int
+		want    error
+	}{
+		{RetrieverHybrid, "x", 3, ErrBadRequest},
+		{RetrieverBM25, " ", 3, ErrBadRequest},
+		{RetrieverDense, "x", 0, ErrBadRequest},
+		{RetrieverCUR, "x", 3, ErrNoCE},
+	} {
+		if _, err := s.Rank(ctx, bad.retr, bad.q, bad.n); !errors.Is(err, bad.want) {
+			t.Errorf("Rank(%q, %q, %d) = %v, want %v", bad.retr, bad.q, bad.n, err, bad.want)
+		}
+	}
+}

@@ -222,3 +222,32 @@ func (s *Service) resolve(id string) (SearchResult, bool, error) {
 	}
 	return SearchResult{}, false, nil
 }
+
+// Rank returns the ids of the top n chunks of committed documents for query
+// by one retriever (bm25, dense or cur), best first. Unlike Search it has
+// no MaxK limit and no fusion: evaluation tools rerank its output.
+func (s *Service) Rank(ctx context.Context, retriever, query string, n int) ([]string, error) {
+	switch {
+	case retriever == RetrieverCUR && !s.curReady():
+		return nil, fmt.Errorf("rank: the cur index is not ready: %w", ErrNoCE)
+	case retriever != RetrieverBM25 && retriever != RetrieverDense && retriever != RetrieverCUR:
+		return nil, fmt.Errorf("rank: retriever %q (want bm25, dense or cur): %w", retriever, ErrBadRequest)
+	case n <= 0 || strings.TrimSpace(query) == "":
+		return nil, fmt.Errorf("rank: empty query or n = %d: %w", n, ErrBadRequest)
+	}
+	hits, err := s.retrieve(ctx, retriever, query, n)
+	if err != nil {
+		return nil, fmt.Errorf("rank: %s: %w", retriever, err)
+	}
+	ids := make([]string, 0, len(hits))
+	for _, h := range hits {
+		_, ok, err := s.resolve(h.ID)
+		if err != nil {
+			return nil, fmt.Errorf("rank: %w", err)
+		}
+		if ok {
+			ids = append(ids, h.ID)
+		}
+	}
+	return ids, nil
+}
