@@ -26,9 +26,10 @@ const rapidWarmup = 3
 
 // RapidOptions configure Rapid.
 type RapidOptions struct {
-	// Gamma is the number of draft tokens of the first round (0: DefaultGamma).
-	// Unless FixedGamma, later rounds pick it in [MinGamma, MaxGamma] from the
-	// running acceptance rate and the measured costs.
+	// Gamma is the number of draft tokens per round (0: DefaultGamma).
+	// Unless FixedGamma, rounds after the first pick it in [MinGamma,
+	// MaxGamma] from the running acceptance rate and the measured costs, and
+	// a self-disabling decode (KeepDrafting false) starts at MinGamma.
 	Gamma      int
 	FixedGamma bool
 	// Eta is the knowledge-transfer strength η ≥ 0. With η = 0 RAPID is
@@ -193,7 +194,7 @@ func Rapid(ctx context.Context, target *model.Model, tr *Result, drafter *model.
 		ctx: ctx, opt: opt, ropt: ropt, t: t, d: d,
 		s:     model.NewSampler(opt.Sampler),
 		out:   textOut{stops: opt.Stop, emit: emit},
-		gamma: ropt.Gamma,
+		gamma: firstGamma(ropt),
 		pos0:  int(model.NextPos(tr.KV)),
 		vocab: target.Config.Vocab,
 	}
@@ -219,6 +220,16 @@ func (r *Result) Clone() *Result {
 		out.Groups = &g
 	}
 	return out
+}
+
+// firstGamma is the first round's draft length: ropt.Gamma, except that a
+// self-disabling adaptive decode starts at MinGamma — its first round
+// measures whether drafting can pay, and costs least when short.
+func firstGamma(ropt RapidOptions) int {
+	if !ropt.KeepDrafting && !ropt.FixedGamma {
+		return min(ropt.Gamma, MinGamma)
+	}
+	return ropt.Gamma
 }
 
 // decodeCtx is one side of RAPID: a model over its context, with the
