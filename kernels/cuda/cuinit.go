@@ -1,4 +1,4 @@
-//go:build cuda && cgo
+//go:build cuda && !cudaemu && cgo
 
 package cuda
 
@@ -58,5 +58,5 @@ func initError() error {
 	if desc != nil {
 		s = ": " + C.GoString(desc)
 	}
-	return fmt.Errorf("cuda: the CUDA driver did not initialise (%s, %d%s)", n, int(r), s)
+	return fmt.Errorf("the CUDA driver did not initialise (%s, %d%s)", n, int(r), s)
 }

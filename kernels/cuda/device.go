@@ -1,34 +1,41 @@
-//go:build cuda && cgo
+//go:build (cuda || cudaemu) && cgo
 
 package cuda
 
 import (
-	_ "embed"
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 	"unsafe"
 
 	"github.com/blendrag/blendrag/kernels"
-	"gorgonia.org/cu"
-	cublas "gorgonia.org/cu/blas"
 )
-
-// ptx is kernels.cu compiled by gen.sh.
-//
-//go:embed kernels.ptx
-var ptx string
 
 // ErrClosed is returned by every method of a Device after Close.
 var ErrClosed = errors.New("cuda: device closed")
 
-// functions holds the kernels of the loaded module.
-type functions struct {
-	quantQ8, mmQ4_1, mmQ8_0, mmF32, mmF16       cu.Function
-	rmsnorm, rope, attend, scatter, swiglu, add cu.Function
-}
+// kernel identifies a kernel of kernels.cu.
+type kernel int
+
+const (
+	kQuantQ8 kernel = iota
+	kMMQ4_1
+	kMMQ8_0
+	kMMF32
+	kMMF16
+	kRMSNorm
+	kRoPE
+	kAttend
+	kScatter
+	kSwiGLU
+	kAdd
+	numKernels
+)
+
+// kernelNames are the kernels' names in kernels.cu, by kernel.
+var kernelNames = [numKernels]string{"quant_q8", "mm_q4_1", "mm_q8_0", "mm_f32", "mm_f16",
+	"rmsnorm", "rope", "attend", "scatter_rows", "swiglu", "add_f32"}
 
 // Device is one GPU with blendrag's kernels loaded. Its methods serialise on
 // a mutex and bind the device's context to the calling OS thread for the
@@ -38,11 +45,8 @@ type Device struct {
 	mu      sync.Mutex
 	closed  bool
 	ordinal int
-	dev     cu.Device
-	ctx     cu.CUContext
-	mod     cu.Module
-	fn      functions
-	blas    *cublas.Standard
+	name    string
+	drv     *driver
 
 	// Scratch space, grown on demand and reused.
 	acts, scores, rows *Buffer
@@ -50,10 +54,13 @@ type Device struct {
 
 // Buffer is a block of device memory owned by the Device that allocated it.
 type Buffer struct {
-	ptr  cu.DevicePtr
+	ptr  uintptr
 	size int64
 	view bool // a window into another buffer: Free refuses it
 }
+
+// Bytes is the size of b in bytes.
+func (b *Buffer) Bytes() int64 { return b.size }
 
 // View returns the window [off, off+bytes) of b as a Buffer that shares b's
 // memory. It is valid while b is; Free refuses it.
@@ -61,91 +68,39 @@ func (b *Buffer) View(off, bytes int64) (*Buffer, error) {
 	if off < 0 || bytes <= 0 || off > b.size-bytes {
 		return nil, fmt.Errorf("cuda: view [%d, +%d) of a %d-byte buffer: %w", off, bytes, b.size, kernels.ErrShape)
 	}
-	return &Buffer{ptr: b.ptr + cu.DevicePtr(off), size: bytes, view: true}, nil
+	return &Buffer{ptr: b.ptr + uintptr(off), size: bytes, view: true}, nil
 }
-
-// Bytes is the size of b in bytes.
-func (b *Buffer) Bytes() int64 { return b.size }
 
 // Open initialises GPU ordinal (0-based) — its primary context, the kernels'
 // module (the embedded PTX, JIT-compiled by the driver) and a cuBLAS handle.
 // It returns an error when the CUDA driver did not initialise (no GPU, no
 // kernel driver: see cuinit.go), the ordinal does not exist or any step
-// fails.
+// fails. In a build with the cudaemu tag it opens the CPU emulation instead
+// (ordinal 0 only).
 func Open(ordinal int) (*Device, error) {
-	if err := initError(); err != nil {
-		return nil, err
-	}
-	n, err := cu.NumDevices()
+	drv, name, err := openDriver(ordinal)
 	if err != nil {
-		return nil, fmt.Errorf("cuda: counting devices: %w", err)
-	}
-	if ordinal < 0 || ordinal >= n {
-		return nil, fmt.Errorf("cuda: device %d requested, %d present", ordinal, n)
-	}
-	dev, err := cu.GetDevice(ordinal)
-	if err != nil {
-		return nil, fmt.Errorf("cuda: device %d: %w", ordinal, err)
-	}
-	ctx, err := dev.RetainPrimaryCtx()
-	if err != nil {
-		return nil, fmt.Errorf("cuda: device %d: retaining primary context: %w", ordinal, err)
-	}
-	d := &Device{ordinal: ordinal, dev: dev, ctx: ctx}
-	err = d.do(func() error {
-		mod, err := cu.LoadData(ptx)
-		if err != nil {
-			return fmt.Errorf("loading PTX module: %w", err)
-		}
-		d.mod = mod
-		for name, f := range map[string]*cu.Function{
-			"quant_q8": &d.fn.quantQ8, "mm_q4_1": &d.fn.mmQ4_1, "mm_q8_0": &d.fn.mmQ8_0,
-			"mm_f32": &d.fn.mmF32, "mm_f16": &d.fn.mmF16, "rmsnorm": &d.fn.rmsnorm,
-			"rope": &d.fn.rope, "attend": &d.fn.attend, "scatter_rows": &d.fn.scatter,
-			"swiglu": &d.fn.swiglu, "add_f32": &d.fn.add,
-		} {
-			if *f, err = mod.Function(name); err != nil {
-				return fmt.Errorf("kernel %s: %w", name, err)
-			}
-		}
-		d.blas = &cublas.Standard{}
-		if err := d.blas.Init(); err != nil {
-			d.blas = nil
-			return fmt.Errorf("cuBLAS: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		d.release()
 		return nil, fmt.Errorf("cuda: opening device %d: %w", ordinal, err)
 	}
-	return d, nil
+	return &Device{ordinal: ordinal, name: name, drv: drv}, nil
 }
 
 // Name returns the device's name as the driver reports it.
-func (d *Device) Name() (string, error) {
-	var name string
-	err := d.do(func() error {
-		var err error
-		name, err = d.dev.Name()
-		return err
-	})
-	if err != nil {
-		return "", fmt.Errorf("cuda: device %d name: %w", d.ordinal, err)
-	}
-	return name, nil
-}
+func (d *Device) Name() string { return d.name }
 
-// Close frees the scratch buffers, the module and the cuBLAS handle and
-// releases the primary context. Buffers allocated from d must be freed
-// before (the context's release frees them if this was its last user).
-// Close is idempotent.
+// Emulated reports whether this build runs the kernels in the CPU emulation
+// of the cudaemu build tag rather than on a GPU.
+func Emulated() bool { return emulated }
+
+// Close frees the scratch buffers and releases the device. Buffers allocated
+// from d should be freed before (releasing the context frees them if this
+// was its last user). Close is idempotent.
 func (d *Device) Close() error {
 	err := d.do(func() error {
 		var errs []error
 		for _, b := range []*Buffer{d.acts, d.scores, d.rows} {
 			if b != nil {
-				errs = append(errs, cu.MemFree(b.ptr))
+				errs = append(errs, d.drv.free(b.ptr))
 			}
 		}
 		d.acts, d.scores, d.rows = nil, nil, nil
@@ -154,38 +109,16 @@ func (d *Device) Close() error {
 	if errors.Is(err, ErrClosed) {
 		return nil
 	}
-	if rerr := d.release(); rerr != nil {
-		err = errors.Join(err, rerr)
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
+	if cerr := d.drv.close(); cerr != nil {
+		err = errors.Join(err, cerr)
 	}
 	if err != nil {
 		return fmt.Errorf("cuda: closing device %d: %w", d.ordinal, err)
 	}
 	return nil
-}
-
-// release destroys what Open made and marks d closed.
-func (d *Device) release() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var errs []error
-	if err := cu.SetCurrentContext(d.ctx); err != nil {
-		errs = append(errs, err)
-	}
-	if d.blas != nil {
-		errs = append(errs, d.blas.Close())
-	}
-	var zero cu.Module
-	if d.mod != zero {
-		errs = append(errs, d.mod.Unload())
-	}
-	errs = append(errs, d.dev.ReleasePrimaryCtx())
-	return errors.Join(errs...)
 }
 
 // do runs f with d's context current on a locked OS thread, holding d's
@@ -196,18 +129,18 @@ func (d *Device) do(f func() error) error {
 	if d.closed {
 		return ErrClosed
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := cu.SetCurrentContext(d.ctx); err != nil {
-		return fmt.Errorf("cuda: binding the context of device %d: %w", d.ordinal, err)
+	unbind, err := d.drv.bind()
+	if err != nil {
+		return fmt.Errorf("cuda: device %d: %w", d.ordinal, err)
 	}
+	defer unbind()
 	return f()
 }
 
 // Sync waits until every kernel and copy queued on d has finished and returns
 // the first asynchronous error.
 func (d *Device) Sync() error {
-	if err := d.do(cu.Synchronize); err != nil {
+	if err := d.do(func() error { return d.drv.sync() }); err != nil {
 		return fmt.Errorf("cuda: synchronising device %d: %w", d.ordinal, err)
 	}
 	return nil
@@ -218,7 +151,7 @@ func (d *Device) Alloc(bytes int64) (*Buffer, error) {
 	var b *Buffer
 	err := d.do(func() error {
 		var err error
-		b, err = alloc(bytes)
+		b, err = d.alloc(bytes)
 		return err
 	})
 	if err != nil {
@@ -227,11 +160,12 @@ func (d *Device) Alloc(bytes int64) (*Buffer, error) {
 	return b, nil
 }
 
-func alloc(bytes int64) (*Buffer, error) {
+// alloc allocates device memory; called inside do.
+func (d *Device) alloc(bytes int64) (*Buffer, error) {
 	if bytes <= 0 {
 		return nil, fmt.Errorf("size must be positive")
 	}
-	p, err := cu.MemAlloc(bytes)
+	p, err := d.drv.alloc(bytes)
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +180,7 @@ func (d *Device) Free(b *Buffer) error {
 	if b.view {
 		return fmt.Errorf("cuda: Free of a view: free the buffer it came from")
 	}
-	if err := d.do(func() error { return cu.MemFree(b.ptr) }); err != nil {
+	if err := d.do(func() error { return d.drv.free(b.ptr) }); err != nil {
 		return fmt.Errorf("cuda: freeing %d bytes: %w", b.size, err)
 	}
 	b.ptr, b.size = 0, 0
@@ -255,12 +189,12 @@ func (d *Device) Free(b *Buffer) error {
 
 // grow makes *b a scratch buffer of at least bytes, reallocating (to the
 // next power of two) when it is too small. Called inside do.
-func grow(b **Buffer, bytes int64) error {
+func (d *Device) grow(b **Buffer, bytes int64) error {
 	if *b != nil && (*b).size >= bytes {
 		return nil
 	}
 	if *b != nil {
-		if err := cu.MemFree((*b).ptr); err != nil {
+		if err := d.drv.free((*b).ptr); err != nil {
 			return err
 		}
 		*b = nil
@@ -269,7 +203,7 @@ func grow(b **Buffer, bytes int64) error {
 	for size < bytes {
 		size <<= 1
 	}
-	nb, err := alloc(size)
+	nb, err := d.alloc(size)
 	if err != nil {
 		return fmt.Errorf("scratch of %d bytes: %w", size, err)
 	}
@@ -285,7 +219,7 @@ func (d *Device) upload(what string, dst *Buffer, p unsafe.Pointer, n int64) err
 	if n == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return cu.MemcpyHtoD(dst.ptr, p, n) }); err != nil {
+	if err := d.do(func() error { return d.drv.htod(dst.ptr, p, n) }); err != nil {
 		return fmt.Errorf("cuda: upload %s (%d bytes): %w", what, n, err)
 	}
 	return nil
@@ -299,7 +233,7 @@ func (d *Device) download(what string, p unsafe.Pointer, src *Buffer, n int64) e
 	if n == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return cu.MemcpyDtoH(p, src.ptr, n) }); err != nil {
+	if err := d.do(func() error { return d.drv.dtoh(p, src.ptr, n) }); err != nil {
 		return fmt.Errorf("cuda: download %s (%d bytes): %w", what, n, err)
 	}
 	return nil
@@ -408,15 +342,6 @@ func (a *args) f32(x float32) *args {
 	a.v[a.n] = uint64(math.Float32bits(x))
 	a.n++
 	return a
-}
-
-// launch queues f on the default stream. Called inside do.
-func launch(f cu.Function, gx, gy, block, shared int, a *args) error {
-	params := make([]unsafe.Pointer, a.n)
-	for i := range params {
-		params[i] = unsafe.Pointer(&a.v[i])
-	}
-	return f.Launch(gx, gy, 1, block, 1, 1, shared, cu.Stream{}, params)
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -2,7 +2,7 @@
 // from kernels.cu with nvcc (gen.sh; the PTX is committed and embedded) and
 // loaded through gorgonia.org/cu, and cuBLAS through gorgonia.org/cu/blas.
 //
-// Everything but this file is built only with the cuda build tag and cgo
+// Everything but this file is built only with the cuda (or cudaemu) build tag and cgo
 // (go build -tags cuda, CGO_ENABLED=1, with cuda.h, cublas_v2.h, libcuda
 // and libcublas installed; see docs/CUDA.md). Without the tag the package is
 // empty, so the default build never needs CUDA.
@@ -20,5 +20,11 @@
 // report it or fall back to the CPU. The libcuda.so.1 library itself must be
 // installed for such a binary to start at all.
 //
-// Status: compile-checked only; none of it has run on a GPU yet.
+// With the cudaemu build tag instead of cuda, the same kernels.cu runs in a
+// CPU emulation of the CUDA execution model (emu.cc; no GPU or CUDA packages
+// needed), which the parity tests use to check the kernels' logic and the
+// launches on machines without a GPU.
+//
+// Status: none of it has run on a GPU yet; the parity tests pass in the CPU
+// emulation (see docs/CUDA.md).
 package cuda

@@ -15,8 +15,11 @@
 //   Q8_0: f16 d, 32 int8                       (value j: d*q_j)
 //   Q8_1: f16 d, f16 s = d*sum(q), 32 int8     (activations for Q4_1 weights)
 
+#ifndef BLENDRAG_CUDA_EMU  // emu.cc supplies these when it runs the kernels on the CPU
 #include <cuda_fp16.h>
 #include <math_constants.h>
+#define EXTERN_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 #define QK 32
 #define WARP 32
@@ -89,7 +92,7 @@ extern "C" __global__ void quant_q8(const float* __restrict__ x, unsigned char* 
 template <int WT>  // 0: Q4_1 weights x Q8_1 acts, 1: Q8_0 x Q8_0
 __device__ void mm_quant(const unsigned char* __restrict__ w, const unsigned char* __restrict__ act,
                          float* __restrict__ y, int rows, int cols, int n) {
-    extern __shared__ float terms[];
+    EXTERN_SHARED(float, terms);
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     int o = blockIdx.x * MM_WARPS + warp;
     int i0 = blockIdx.y * MM_ROWS;

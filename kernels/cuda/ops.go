@@ -1,4 +1,4 @@
-//go:build cuda && cgo
+//go:build (cuda || cudaemu) && cgo
 
 package cuda
 
@@ -8,8 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/blendrag/blendrag/kernels"
-	"gonum.org/v1/gonum/blas"
-	"gorgonia.org/cu"
 )
 
 // Launch geometry shared with kernels.cu.
@@ -116,7 +114,7 @@ func (d *Device) quantize(dst, x *Buffer, q81 bool, nblocks int) error {
 	}
 	const threads = 256
 	a := new(args).buf(x).buf(dst).i32(nblocks).i32(flag)
-	if err := launch(d.fn.quantQ8, ceilDiv(nblocks*32, threads), 1, threads, 0, a); err != nil {
+	if err := d.drv.launch(kQuantQ8, ceilDiv(nblocks*32, threads), 1, threads, 0, a); err != nil {
 		return fmt.Errorf("cuda: quant_q8: %w", err)
 	}
 	return nil
@@ -141,12 +139,12 @@ func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 		gx := ceilDiv(m.Rows, mmWarps)
 		switch m.Type {
 		case kernels.F32, kernels.F16:
-			f := d.fn.mmF32
+			k := kMMF32
 			if m.Type == kernels.F16 {
-				f = d.fn.mmF16
+				k = kMMF16
 			}
 			a := new(args).buf(m.buf).buf(x).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-			if err := launch(f, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
+			if err := d.drv.launch(k, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
 				return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 			}
 			return nil
@@ -156,18 +154,18 @@ func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 			return err
 		}
 		nb := m.Cols / qk
-		if err := grow(&d.acts, int64(n*nb*bs)); err != nil {
+		if err := d.grow(&d.acts, int64(n*nb*bs)); err != nil {
 			return fmt.Errorf("cuda: matmul: %w", err)
 		}
 		if err := d.quantize(d.acts, x, q81, n*nb); err != nil {
 			return err
 		}
-		f := d.fn.mmQ4_1
+		k := kMMQ4_1
 		if m.Type == kernels.Q8_0 {
-			f = d.fn.mmQ8_0
+			k = kMMQ8_0
 		}
 		a := new(args).buf(m.buf).buf(d.acts).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-		if err := launch(f, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
+		if err := d.drv.launch(k, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
 			return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 		}
 		return nil
@@ -194,22 +192,11 @@ func (d *Device) MatMulBLAS(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 		return err
 	}
 	return d.do(func() error {
-		// Column-major view: W (row-major Rows×Cols) is a Cols×Rows matrix,
-		// x is Cols×n and dst is Rows×n, so dst = Wᵀ·x.
-		d.blas.Sgemm(blas.Trans, blas.NoTrans, m.Rows, n, m.Cols, 1,
-			devF32(m.buf, m.Rows*m.Cols), m.Cols, devF32(x, n*m.Cols), m.Cols, 0, devF32(dst, n*m.Rows), m.Rows)
-		if err := d.blas.Err(); err != nil {
+		if err := d.drv.sgemm(m.Rows, m.Cols, n, m.buf.ptr, x.ptr, dst.ptr); err != nil {
 			return fmt.Errorf("cuda: cuBLAS SGEMM: %w", err)
 		}
 		return nil
 	})
-}
-
-// devF32 views device memory as a []float32 for gorgonia.org/cu/blas, which
-// passes &s[0] to cuBLAS. The slice must never be read or written from Go.
-func devF32(b *Buffer, n int) []float32 {
-	p := *(*unsafe.Pointer)(unsafe.Pointer(&b.ptr))
-	return unsafe.Slice((*float32)(p), n)
 }
 
 // RMSNorm sets dst row r = kernels.RMSNorm(x row r, w, eps) for n rows of dim
@@ -231,7 +218,7 @@ func (d *Device) RMSNorm(dst, x, w *Buffer, n, dim int, eps float32) error {
 	}
 	return d.do(func() error {
 		a := new(args).buf(dst).buf(x).buf(w).i32(dim).f32(eps)
-		if err := launch(d.fn.rmsnorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
+		if err := d.drv.launch(kRMSNorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rmsnorm: %w", err)
 		}
 		return nil
@@ -301,7 +288,7 @@ func (d *Device) rope(x *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads int) err
 	}
 	return d.do(func() error {
 		a := new(args).buf(x).buf(pos).i32(delta).buf(r.theta).i32(nHeads).i32(r.headDim).i32(neox)
-		if err := launch(d.fn.rope, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
+		if err := d.drv.launch(kRoPE, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rope: %w", err)
 		}
 		return nil
@@ -393,12 +380,12 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 		nGroups, of, temp, lse = g.n, g.of, g.temp, g.lse
 	}
 	return d.do(func() error {
-		if err := grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nKeys)*4); err != nil {
+		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nKeys)*4); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
 		}
 		a := new(args).buf(out).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).buf(of).buf(temp).buf(lse).
 			i32(nGroups).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).buf(d.scores)
-		if err := launch(d.fn.attend, nQ, sh.Heads, attThreads, 0, a); err != nil {
+		if err := d.drv.launch(kAttend, nQ, sh.Heads, attThreads, 0, a); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
 		}
 		return nil
@@ -429,15 +416,15 @@ func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32
 		return err
 	}
 	return d.do(func() error {
-		if err := grow(&d.rows, int64(n)*4); err != nil {
+		if err := d.grow(&d.rows, int64(n)*4); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
-		if err := cu.MemcpyHtoD(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4); err != nil {
+		if err := d.drv.htod(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4); err != nil {
 			return fmt.Errorf("cuda: scatter: uploading row indices: %w", err)
 		}
 		const threads = 256
 		a := new(args).buf(dst).buf(src).buf(d.rows).i32(n).i32(width)
-		if err := launch(d.fn.scatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
+		if err := d.drv.launch(kScatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
 		return nil
@@ -447,15 +434,15 @@ func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32
 // SwiGLU sets dst[i] = SiLU(gate[i])·up[i] for count values (dst may alias
 // gate or up), within a few ulp of kernels.SwiGLU (expf differs).
 func (d *Device) SwiGLU(dst, gate, up *Buffer, count int) error {
-	return d.elementwise("swiglu", d.fn.swiglu, count, dst, gate, up)
+	return d.elementwise("swiglu", kSwiGLU, count, dst, gate, up)
 }
 
 // Add sets dst[i] += a[i] for count values, bit for bit kernels.Add.
 func (d *Device) Add(dst, a *Buffer, count int) error {
-	return d.elementwise("add", d.fn.add, count, dst, a)
+	return d.elementwise("add", kAdd, count, dst, a)
 }
 
-func (d *Device) elementwise(name string, f cu.Function, count int, bufs ...*Buffer) error {
+func (d *Device) elementwise(name string, k kernel, count int, bufs ...*Buffer) error {
 	if count <= 0 {
 		return fmt.Errorf("cuda: %s of %d values: %w", name, count, kernels.ErrShape)
 	}
@@ -469,7 +456,7 @@ func (d *Device) elementwise(name string, f cu.Function, count int, bufs ...*Buf
 	a.i64(int64(count))
 	return d.do(func() error {
 		const threads = 256
-		if err := launch(f, ceilDiv(count, threads), 1, threads, 0, a); err != nil {
+		if err := d.drv.launch(k, ceilDiv(count, threads), 1, threads, 0, a); err != nil {
 			return fmt.Errorf("cuda: %s: %w", name, err)
 		}
 		return nil

@@ -1,0 +1,163 @@
+//go:build cuda && !cudaemu && cgo
+
+package cuda
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/cu"
+	cublas "gorgonia.org/cu/blas"
+)
+
+// ptx is kernels.cu compiled by gen.sh.
+//
+//go:embed kernels.ptx
+var ptx string
+
+// emulated reports whether kernels run in the CPU emulation (cudaemu).
+const emulated = false
+
+// driver is one GPU through gorgonia.org/cu: its primary context, the
+// kernels' module and a cuBLAS handle. Calls other than openDriver must run
+// between bind and the function bind returns.
+type driver struct {
+	dev  cu.Device
+	ctx  cu.CUContext
+	mod  cu.Module
+	fns  [numKernels]cu.Function
+	blas *cublas.Standard
+}
+
+// openDriver initialises GPU ordinal and returns it with its name.
+func openDriver(ordinal int) (*driver, string, error) {
+	if err := initError(); err != nil {
+		return nil, "", err
+	}
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, "", fmt.Errorf("counting devices: %w", err)
+	}
+	if ordinal < 0 || ordinal >= n {
+		return nil, "", fmt.Errorf("device %d requested, %d present", ordinal, n)
+	}
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		return nil, "", err
+	}
+	name, err := dev.Name()
+	if err != nil {
+		return nil, "", fmt.Errorf("device name: %w", err)
+	}
+	ctx, err := dev.RetainPrimaryCtx()
+	if err != nil {
+		return nil, "", fmt.Errorf("retaining the primary context: %w", err)
+	}
+	drv := &driver{dev: dev, ctx: ctx}
+	unbind, err := drv.bind()
+	if err != nil {
+		return nil, "", errors.Join(err, dev.ReleasePrimaryCtx())
+	}
+	err = drv.load()
+	unbind()
+	if err != nil {
+		return nil, "", errors.Join(err, drv.close())
+	}
+	return drv, name, nil
+}
+
+// load loads the PTX module, its kernels and cuBLAS.
+func (drv *driver) load() error {
+	mod, err := cu.LoadData(ptx)
+	if err != nil {
+		return fmt.Errorf("loading the PTX module: %w", err)
+	}
+	drv.mod = mod
+	for k, name := range kernelNames {
+		if drv.fns[k], err = mod.Function(name); err != nil {
+			return fmt.Errorf("kernel %s: %w", name, err)
+		}
+	}
+	b := &cublas.Standard{}
+	if err := b.Init(); err != nil {
+		return fmt.Errorf("cuBLAS: %w", err)
+	}
+	drv.blas = b
+	return nil
+}
+
+// bind makes the context current on the calling goroutine's (locked) OS
+// thread; the returned function unlocks the thread.
+func (drv *driver) bind() (func(), error) {
+	runtime.LockOSThread()
+	if err := cu.SetCurrentContext(drv.ctx); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("binding the context: %w", err)
+	}
+	return runtime.UnlockOSThread, nil
+}
+
+// close releases cuBLAS, the module and the primary context.
+func (drv *driver) close() error {
+	unbind, err := drv.bind()
+	if err != nil {
+		return err
+	}
+	defer unbind()
+	var errs []error
+	if drv.blas != nil {
+		errs = append(errs, drv.blas.Close())
+	}
+	var zero cu.Module
+	if drv.mod != zero {
+		errs = append(errs, drv.mod.Unload())
+	}
+	errs = append(errs, drv.dev.ReleasePrimaryCtx())
+	return errors.Join(errs...)
+}
+
+func (drv *driver) alloc(bytes int64) (uintptr, error) {
+	p, err := cu.MemAlloc(bytes)
+	return uintptr(p), err
+}
+
+func (drv *driver) free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
+
+func (drv *driver) htod(dst uintptr, src unsafe.Pointer, n int64) error {
+	return cu.MemcpyHtoD(cu.DevicePtr(dst), src, n)
+}
+
+func (drv *driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
+	return cu.MemcpyDtoH(dst, cu.DevicePtr(src), n)
+}
+
+func (drv *driver) sync() error { return cu.Synchronize() }
+
+// launch queues kernel k on the default stream.
+func (drv *driver) launch(k kernel, gx, gy, block, shared int, a *args) error {
+	params := make([]unsafe.Pointer, a.n)
+	for i := range params {
+		params[i] = unsafe.Pointer(&a.v[i])
+	}
+	return drv.fns[k].Launch(gx, gy, 1, block, 1, 1, shared, cu.Stream{}, params)
+}
+
+// sgemm computes y = W·x for row-major W (rows×cols), x (n×cols) and
+// y (n×rows) on the device with cuBLAS. In cuBLAS's column-major view W is
+// a cols×rows matrix, x is cols×n and y is rows×n, so y = Wᵀ·x.
+func (drv *driver) sgemm(rows, cols, n int, w, x, y uintptr) error {
+	drv.blas.Sgemm(blas.Trans, blas.NoTrans, rows, n, cols, 1,
+		devF32(w, rows*cols), cols, devF32(x, n*cols), cols, 0, devF32(y, n*rows), rows)
+	return drv.blas.Err()
+}
+
+// devF32 views device memory as a []float32 for gorgonia.org/cu/blas, which
+// passes &s[0] to cuBLAS. The slice must never be read or written from Go.
+func devF32(p uintptr, n int) []float32 {
+	ptr := *(*unsafe.Pointer)(unsafe.Pointer(&p))
+	return unsafe.Slice((*float32)(ptr), n)
+}

@@ -1,0 +1,71 @@
+//go:build cudaemu && cgo
+
+package cuda
+
+// #cgo CXXFLAGS: -std=c++20 -O2 -pthread
+// #cgo LDFLAGS: -pthread -lm
+// #include "emu_api.h"
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/blendrag/blendrag/kernels"
+)
+
+// emulated reports whether kernels run in the CPU emulation (cudaemu).
+const emulated = true
+
+// driver runs kernels.cu in the CPU emulation of emu.cc: "device" memory is
+// host memory, launches run to completion before they return.
+type driver struct{}
+
+// openDriver opens the emulated device; there is only ordinal 0.
+func openDriver(ordinal int) (*driver, string, error) {
+	if ordinal != 0 {
+		return nil, "", fmt.Errorf("device %d requested, the emulation has 1", ordinal)
+	}
+	return &driver{}, "CPU emulation of kernels.cu (cudaemu)", nil
+}
+
+func (*driver) bind() (func(), error) { return func() {}, nil }
+
+func (*driver) close() error { return nil }
+
+func (*driver) alloc(bytes int64) (uintptr, error) {
+	p := C.emu_alloc(C.size_t(bytes))
+	if p == 0 {
+		return 0, fmt.Errorf("out of host memory for %d bytes", bytes)
+	}
+	return uintptr(p), nil
+}
+
+func (*driver) free(p uintptr) error {
+	C.emu_free(C.uint64_t(p))
+	return nil
+}
+
+func (*driver) htod(dst uintptr, src unsafe.Pointer, n int64) error {
+	C.emu_copy_in(C.uint64_t(dst), src, C.size_t(n))
+	return nil
+}
+
+func (*driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
+	C.emu_copy_out(dst, C.uint64_t(src), C.size_t(n))
+	return nil
+}
+
+func (*driver) sync() error { return nil }
+
+func (*driver) launch(k kernel, gx, gy, block, shared int, a *args) error {
+	if rc := C.emu_launch(C.int(k), C.int(gx), C.int(gy), C.int(block), C.int(shared), (*C.uint64_t)(unsafe.Pointer(&a.v[0]))); rc != 0 {
+		return fmt.Errorf("emulated launch of %s (grid %d×%d, block %d) failed (%d: -1 bad launch, -2 deadlock)", kernelNames[k], gx, gy, block, int(rc))
+	}
+	return nil
+}
+
+// sgemm is not emulated: cuBLAS is NVIDIA's library, not ours.
+func (*driver) sgemm(rows, cols, n int, w, x, y uintptr) error {
+	return fmt.Errorf("cuBLAS in the CPU emulation: %w", kernels.ErrUnsupported)
+}

@@ -1,0 +1,289 @@
+//go:build cudaemu
+
+// A CPU emulation of the CUDA execution model, just enough to run
+// kernels.cu unchanged for tests on machines without a GPU (build tag
+// cudaemu). Each launch runs the grid's blocks one after another; a block's
+// threads are cooperative fibers (ucontext) on the calling thread, switched
+// only at barriers: __syncthreads waits for the whole block, __syncwarp and
+// the shuffles for the 32 threads of a warp; __shared__ variables are
+// statics (one block runs at a time). A barrier some thread never reaches
+// is reported as a failed launch instead of hanging. Float intrinsics map to
+// plain float arithmetic (with fp-contract off: no fused multiply-add) and expf, sincos, exp and log to the C library, which may
+// round differently from CUDA's in the last bit. It checks the kernels'
+// logic and the Go side's launches, not the GPU.
+
+#define BLENDRAG_CUDA_EMU 1
+
+// No fused multiply-adds (cgo does not accept -ffp-contract=off as a flag).
+#pragma GCC optimize("fp-contract=off")
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+#include <ucontext.h>
+
+#include "emu_api.h"
+
+namespace {
+
+struct Dim {
+    unsigned x, y, z;
+};
+
+// A barrier for cooperative fibers: the last of expected arrivals opens a
+// new generation; the others wait until the generation changes.
+struct Barrier {
+    int expected = 0, count = 0;
+    unsigned gen = 0;
+};
+
+// A fiber is one CUDA thread of the running block.
+struct Fiber {
+    ucontext_t ctx;
+    char* stack = nullptr;
+    bool done = false;
+    Barrier* waiting = nullptr;
+    unsigned waitGen = 0;
+};
+
+// The state of the running launch (launches are serialised by the Go side).
+struct Launch {
+    int kernel;
+    const uint64_t* args;
+    ucontext_t sched;
+    std::vector<Fiber> fibers;
+    Barrier block;
+    std::vector<Barrier> warps;
+    std::vector<uint64_t> xchg;   // shuffle slots, one per thread
+    std::vector<uint64_t> shared; // dynamic shared memory
+    int running = 0;              // index of the running fiber
+};
+
+Launch* cur;
+std::mutex launchMu;                         // one launch at a time
+std::vector<std::unique_ptr<char[]>> stacks; // fiber stacks, reused
+constexpr size_t stackBytes = 128 << 10;
+Dim threadIdx, blockIdx, blockDim, gridDim;
+
+// wait arrives at b and yields until every expected fiber has arrived.
+void wait(Barrier& b) {
+    if (++b.count == b.expected) {
+        b.count = 0;
+        b.gen++;
+        return;
+    }
+    Fiber& f = cur->fibers[cur->running];
+    f.waiting = &b;
+    f.waitGen = b.gen;
+    swapcontext(&f.ctx, &cur->sched);
+}
+
+void __syncthreads() { wait(cur->block); }
+void __syncwarp(unsigned = 0xffffffffu) { wait(cur->warps[threadIdx.x / 32]); }
+
+template <class T>
+T shfl(T v, int src) {
+    unsigned w = threadIdx.x / 32;
+    std::memcpy(&cur->xchg[threadIdx.x], &v, sizeof v);
+    wait(cur->warps[w]);
+    T r;
+    std::memcpy(&r, &cur->xchg[w * 32 + (src & 31)], sizeof r);
+    wait(cur->warps[w]);
+    return r;
+}
+
+template <class T>
+T __shfl_sync(unsigned, T v, int src) { return shfl(v, src); }
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int mask) { return shfl(v, int(threadIdx.x % 32) ^ mask); }
+
+void* dynamic_shared() { return cur->shared.data(); }
+
+float __fmul_rn(float a, float b) { return a * b; }
+float __fadd_rn(float a, float b) { return a + b; }
+float __fsub_rn(float a, float b) { return a - b; }
+float __fdiv_rn(float a, float b) { return a / b; }
+
+struct __half {
+    unsigned short x;
+};
+
+__half __ushort_as_half(unsigned short u) { return __half{u}; }
+unsigned short __half_as_ushort(__half h) { return h.x; }
+
+float __half2float(__half h) {
+    unsigned sign = (h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1f, man = h.x & 0x3ff;
+    float f;
+    if (exp == 0x1f) {
+        unsigned b = sign | 0x7f800000u | (man << 13);
+        std::memcpy(&f, &b, 4);
+        return f;
+    }
+    if (exp == 0) {
+        f = std::ldexp(float(man), -24);
+        return sign ? -f : f;
+    }
+    unsigned b = sign | ((exp + 112) << 23) | (man << 13);
+    std::memcpy(&f, &b, 4);
+    return f;
+}
+
+// __float2half_rn rounds to nearest even, like kernels.F32ToF16.
+__half __float2half_rn(float f) {
+    unsigned b;
+    std::memcpy(&b, &f, 4);
+    unsigned short sign = (b >> 16) & 0x8000;
+    int exp = (b >> 23) & 0xff;
+    unsigned man = b & 0x7fffff;
+    if (exp == 0xff) return __half{(unsigned short)(sign | (man ? 0x7e00 | (man >> 13) : 0x7c00))};
+    int e = exp - 112;
+    if (e >= 0x1f) return __half{(unsigned short)(sign | 0x7c00)};
+    if (e <= 0) {
+        if (e < -10) return __half{sign};
+        unsigned m = man | 0x800000, shift = 14 - e;
+        unsigned h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return __half{(unsigned short)(sign | h)};
+    }
+    unsigned h = (unsigned)e << 10 | man >> 13, rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return __half{(unsigned short)(sign | h)};
+}
+
+int min(int a, int b) { return a < b ? a : b; }
+
+}  // namespace
+
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+#define EXTERN_SHARED(type, name) type* name = static_cast<type*>(dynamic_shared())
+#define CUDART_INF_F INFINITY
+#define CUDART_INF ((double)INFINITY)
+
+#include "kernels.cu"
+
+namespace {
+
+float f32arg(uint64_t v) {
+    uint32_t u = (uint32_t)v;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+template <class T>
+T ptr(uint64_t v) { return reinterpret_cast<T>(static_cast<uintptr_t>(v)); }
+
+int i32(uint64_t v) { return (int)(int32_t)(uint32_t)v; }
+
+// run calls kernel k for the current thread and block.
+bool run(int k, const uint64_t* a) {
+    switch (k) {
+    case 0: quant_q8(ptr<const float*>(a[0]), ptr<unsigned char*>(a[1]), i32(a[2]), i32(a[3])); return true;
+    case 1: mm_q4_1(ptr<const unsigned char*>(a[0]), ptr<const unsigned char*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
+    case 2: mm_q8_0(ptr<const unsigned char*>(a[0]), ptr<const unsigned char*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
+    case 3: mm_f32(ptr<const float*>(a[0]), ptr<const float*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
+    case 4: mm_f16(ptr<const unsigned short*>(a[0]), ptr<const float*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
+    case 5: rmsnorm(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), i32(a[3]), f32arg(a[4])); return true;
+    case 6: rope(ptr<float*>(a[0]), ptr<const int*>(a[1]), i32(a[2]), ptr<const double*>(a[3]), i32(a[4]), i32(a[5]), i32(a[6])); return true;
+    case 7:
+        attend(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]),
+               ptr<const int*>(a[4]), ptr<const int*>(a[5]), ptr<const unsigned char*>(a[6]), ptr<const float*>(a[7]),
+               ptr<const float*>(a[8]), i32(a[9]), i32(a[10]), i32(a[11]), i32(a[12]), i32(a[13]), ptr<float*>(a[14]));
+        return true;
+    case 8: scatter_rows(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const int*>(a[2]), i32(a[3]), i32(a[4])); return true;
+    case 9: swiglu(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), (long long)a[3]); return true;
+    case 10: add_f32(ptr<float*>(a[0]), ptr<const float*>(a[1]), (long long)a[2]); return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+extern "C" {
+
+uint64_t emu_alloc(size_t n) {
+    void* p = std::aligned_alloc(256, (n + 255) / 256 * 256);
+    return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+}
+
+void emu_free(uint64_t p) { std::free(ptr<void*>(p)); }
+
+void emu_copy_in(uint64_t dst, const void* src, size_t n) { std::memcpy(ptr<void*>(dst), src, n); }
+
+void emu_copy_out(void* dst, uint64_t src, size_t n) { std::memcpy(dst, ptr<const void*>(src), n); }
+
+void fiber_main();
+
+int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) {
+    if (k < 0 || k > 10 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
+    std::lock_guard<std::mutex> lock(launchMu);
+    while (stacks.size() < (size_t)bx) stacks.emplace_back(new char[stackBytes]);
+    Launch l;
+    l.kernel = k;
+    l.args = args;
+    l.fibers.resize(bx);
+    for (int t = 0; t < bx; t++) l.fibers[t].stack = stacks[t].get();
+    l.block.expected = bx;
+    l.warps.resize(bx / 32);
+    for (auto& w : l.warps) w.expected = 32;
+    l.xchg.resize(bx);
+    l.shared.resize((shared + 7) / 8 + 1);
+    cur = &l;
+    gridDim = Dim{(unsigned)gx, (unsigned)gy, 1};
+    blockDim = Dim{(unsigned)bx, 1, 1};
+    int rc = 0;
+    for (int y = 0; y < gy && rc == 0; y++) {
+        for (int x = 0; x < gx && rc == 0; x++) {
+            blockIdx = Dim{(unsigned)x, (unsigned)y, 0};
+            for (auto& f : l.fibers) {
+                getcontext(&f.ctx);
+                f.ctx.uc_stack.ss_sp = f.stack;
+                f.ctx.uc_stack.ss_size = stackBytes;
+                f.ctx.uc_link = &l.sched;
+                makecontext(&f.ctx, fiber_main, 0);
+                f.done = false;
+                f.waiting = nullptr;
+            }
+            // Round-robin over runnable fibers until the block is done; a
+            // pass that runs nothing while fibers remain is a deadlock
+            // (a barrier some thread never reaches).
+            for (;;) {
+                bool ran = false, left = false;
+                for (int t = 0; t < bx; t++) {
+                    Fiber& f = l.fibers[t];
+                    if (f.done) continue;
+                    left = true;
+                    if (f.waiting && f.waiting->gen == f.waitGen) continue;
+                    f.waiting = nullptr;
+                    l.running = t;
+                    threadIdx = Dim{(unsigned)t, 0, 0};
+                    swapcontext(&l.sched, &f.ctx);
+                    ran = true;
+                }
+                if (!left) break;
+                if (!ran) {
+                    rc = -2;
+                    break;
+                }
+            }
+        }
+    }
+    cur = nullptr;
+    return rc;
+}
+
+// fiber_main runs the kernel as thread threadIdx of block blockIdx.
+void fiber_main() {
+    run(cur->kernel, cur->args);
+    cur->fibers[cur->running].done = true;
+}
+
+}  // extern "C"
