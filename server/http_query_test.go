@@ -31,20 +31,28 @@ func newAnsweringHTTP(t *testing.T, cfg HTTPConfig) (*testHTTP, map[string]strin
 	return th, ids
 }
 
-// postStream posts v as JSON and returns the streamed response.
+// postStream posts v as JSON and returns the (possibly streamed) response.
 func (th *testHTTP) postStream(t *testing.T, ctx context.Context, path string, v any) *http.Response {
 	t.Helper()
-	b, _ := json.Marshal(v)
-	req, err := http.NewRequestWithContext(ctx, "POST", th.srv.URL+path, bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	res, err := th.post(ctx, path, v)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// post posts v as JSON (for goroutines, which must not call t.Fatal).
+func (th *testHTTP) post(ctx context.Context, path string, v any) (*http.Response, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", th.srv.URL+path, bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return http.DefaultClient.Do(req)
 }
 
 const bridgeQuestion = "Who built the Old Stone Bridge of Marlow?"
@@ -243,7 +251,11 @@ func TestHTTPConcurrentQueryLimitIs429(t *testing.T) {
 	th.svc.eng.mu.Lock() // the first question waits for the model
 	first := make(chan int, 1)
 	go func() {
-		res := th.postStream(t, context.Background(), "/v1/query", QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, MaxTokens: 4}})
+		res, err := th.post(context.Background(), "/v1/query", QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, MaxTokens: 4}})
+		if err != nil {
+			first <- 0
+			return
+		}
 		io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		first <- res.StatusCode
@@ -312,7 +324,11 @@ func TestHTTPRequestTimeoutIs504(t *testing.T) {
 	th.svc.eng.mu.Lock() // the question waits for the model past its deadline
 	done := make(chan *http.Response, 1)
 	go func() {
-		done <- th.postStream(t, context.Background(), "/v1/query", QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, MaxTokens: 4}})
+		res, err := th.post(context.Background(), "/v1/query", QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, MaxTokens: 4}})
+		if err != nil {
+			res = &http.Response{StatusCode: 0, Body: io.NopCloser(strings.NewReader(err.Error()))}
+		}
+		done <- res
 	}()
 	waitGauge(t, th, 1)
 	time.Sleep(200 * time.Millisecond)
@@ -322,4 +338,107 @@ func TestHTTPRequestTimeoutIs504(t *testing.T) {
 		t.Fatalf("status %d, want 504", res.StatusCode)
 	}
 	problemOf(t, res)
+}
+
+func TestHTTPConcurrentRequestsShareTheEngine(t *testing.T) {
+	th, _ := newAnsweringHTTP(t, HTTPConfig{MaxConcurrentQueries: 4})
+	req := QueryRequest{AskRequest: AskRequest{Question: bridgeQuestion, K: 2, MaxTokens: 8}}
+	var want Answer
+	th.call(t, "POST", "/v1/query", req, http.StatusOK, &want)
+
+	// Four questions (two streamed), searches and an upload at once: every
+	// question gets the answer it gets alone (greedy decoding).
+	type result struct {
+		what string
+		err  error
+	}
+	results := make(chan result, 16)
+	for i := range 4 {
+		go func() {
+			r := req
+			r.Stream = i%2 == 1
+			res, err := th.post(context.Background(), "/v1/query", r)
+			if err != nil {
+				results <- result{"query", err}
+				return
+			}
+			defer res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				results <- result{"query", fmt.Errorf("status %d", res.StatusCode)}
+				return
+			}
+			var text string
+			if r.Stream {
+				for _, ev := range readSSEBody(res.Body) {
+					if ev.Name == EventDone {
+						var d DoneEvent
+						json.Unmarshal([]byte(ev.Data), &d)
+						text = d.Answer
+					}
+				}
+			} else {
+				var a Answer
+				json.NewDecoder(res.Body).Decode(&a)
+				text = a.Text
+			}
+			if text != want.Text {
+				results <- result{"query", fmt.Errorf("answer %q, alone %q", text, want.Text)}
+				return
+			}
+			results <- result{"query", nil}
+		}()
+	}
+	for range 3 {
+		go func() {
+			res, err := th.post(context.Background(), "/v1/search", SearchRequest{Query: "heron reeds", K: 2})
+			if err != nil {
+				results <- result{"search", err}
+				return
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusOK {
+				results <- result{"search", fmt.Errorf("status %d", res.StatusCode)}
+				return
+			}
+			results <- result{"search", nil}
+		}()
+	}
+	go func() {
+		res, err := th.post(context.Background(), "/v1/documents", textUpload{Title: "Owls", Text: "The barn owl hunts voles at dusk."})
+		if err != nil {
+			results <- result{"upload", err}
+			return
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusAccepted {
+			results <- result{"upload", fmt.Errorf("status %d", res.StatusCode)}
+			return
+		}
+		results <- result{"upload", nil}
+	}()
+	for range 8 {
+		if r := <-results; r.err != nil {
+			t.Errorf("%s: %v", r.what, r.err)
+		}
+	}
+}
+
+// readSSEBody parses a Server-Sent Events stream (for goroutines, which
+// must not call t.Fatal).
+func readSSEBody(r io.Reader) []sseEvent {
+	var evs []sseEvent
+	var cur sseEvent
+	b, _ := io.ReadAll(r)
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case line == "" && cur.Name != "":
+			evs = append(evs, cur)
+			cur = sseEvent{}
+		case strings.HasPrefix(line, "event: "):
+			cur.Name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			cur.Data += strings.TrimPrefix(line, "data: ")
+		}
+	}
+	return evs
 }
