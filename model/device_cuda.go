@@ -1,4 +1,4 @@
-//go:build cuda && cgo
+//go:build (cuda || cudaemu) && cgo
 
 package model
 
@@ -58,10 +58,7 @@ func openCUDA(m *Model, ordinal int) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &cudaBackend{m: m, d: d, name: fmt.Sprintf("cuda:%d", ordinal)}
-	if name, err := d.Name(); err == nil {
-		b.name += " (" + name + ")"
-	}
+	b := &cudaBackend{m: m, d: d, name: fmt.Sprintf("cuda:%d (%s)", ordinal, d.Name())}
 	up := uploader{d: d}
 	b.layers = make([]cudaLayer, len(m.Layers))
 	for i := range m.Layers {

@@ -1,4 +1,4 @@
-//go:build cuda && cgo
+//go:build (cuda || cudaemu) && cgo
 
 package model_test
 
@@ -8,18 +8,22 @@ import (
 	"testing"
 
 	"github.com/blendrag/blendrag/kernels"
+	"github.com/blendrag/blendrag/kernels/cuda"
 	"github.com/blendrag/blendrag/model"
 	"github.com/blendrag/blendrag/model/fetch"
 	"github.com/blendrag/blendrag/model/modeltest"
 )
 
-// These tests need a CUDA GPU and a binary built with -tags cuda; they
-// compare the CUDA backend with the CPU forward pass (the reference) on the
-// same tokens. Matrix products and norms are bitwise the CPU's but attention
-// and SwiGLU round differently, and a last-bit difference can move an
-// activation across a Q8 rounding boundary, so logits are compared within
-// a tolerance relative to the largest logit, and the argmax must agree
-// wherever the CPU's top-1/top-2 margin exceeds that tolerance.
+// These tests need a CUDA GPU and a binary built with -tags cuda (or, with
+// -tags cudaemu, the CPU emulation of the kernels); they compare the CUDA
+// backend with the CPU forward pass (the reference) on the same tokens.
+// Embedding, RMSNorm, the matrix products and RoPE are bitwise the CPU's, so
+// layer 0's keys and values must be identical. Attention and SwiGLU round
+// differently, and a last-bit difference occasionally moves an activation
+// across a Q8 (or F16) rounding boundary, which changes that row by a whole
+// quantisation step in later layers; so later layers and the logits are
+// compared within tolerances, and the argmax must agree wherever the CPU's
+// top-1/top-2 margin exceeds the logit tolerance.
 
 func openCUDA(t *testing.T, m *model.Model) model.Backend {
 	t.Helper()
@@ -88,35 +92,44 @@ func argmax2(x []float32) (int, int) {
 	return a, b
 }
 
-// compareKV checks every layer's keys and values within abs.
+// compareKV checks that layer 0's keys and values are bitwise the CPU's and
+// every later layer's are within abs.
 func compareKV(t *testing.T, got, want *model.KV, abs float64) {
 	t.Helper()
 	for l := range want.K {
 		for _, kv := range [][2][]float32{{got.K[l], want.K[l]}, {got.V[l], want.V[l]}} {
 			for i := range kv[1] {
-				if d := math.Abs(float64(kv[0][i] - kv[1][i])); d > abs || math.IsNaN(d) {
-					t.Fatalf("layer %d cache element %d: GPU %v, CPU %v", l, i, kv[0][i], kv[1][i])
+				d := math.Abs(float64(kv[0][i] - kv[1][i]))
+				if (l == 0 && math.Float32bits(kv[0][i]) != math.Float32bits(kv[1][i])) || d > abs || math.IsNaN(d) {
+					t.Fatalf("layer %d cache element %d (row %d): GPU %v, CPU %v", l, i, i/want.KVDim, kv[0][i], kv[1][i])
 				}
 			}
 		}
 	}
 }
 
-// TestCUDAForwardMatchesCPU: prefill, a decode step and the recomputation of
-// a subset of rows (CacheBlend's pattern, positions masking attention) on
-// small random models, GPU vs CPU. Tolerance: 1e-3 of the largest logit,
-// 1e-3 absolute on cached keys and values.
+// TestCUDAForwardMatchesCPU: prefill (longer than one prefill batch), a
+// decode step and the recomputation of a subset of rows (CacheBlend's
+// pattern, positions masking attention) on small random models, GPU vs CPU.
+// Tolerances: layer 0 K/V bitwise; later K/V within 0.1 absolute; logits
+// within rel of the largest logit — 1e-4 for F32 weights (no quantisation
+// boundary to cross), 1e-2 for Q4_1, Q8_0 and F16 (in the CPU emulation
+// with 300 tokens: 0.35 of a largest logit of 59 for Q4_1, from two rows
+// that crossed a Q8 boundary; F32 3e-5).
 func TestCUDAForwardMatchesCPU(t *testing.T) {
-	for _, s := range []modeltest.Spec{
-		{Name: "q4_1-gqa", Layers: 3, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 2, Weights: kernels.Q4_1},
-		{Name: "q8_0-gqa3", Layers: 2, Dim: 96, Heads: 6, KVHeads: 2, FFN: 160, Seed: 3, Weights: kernels.Q8_0},
-		{Name: "f16-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 4, Weights: kernels.F16},
-		{Name: "f32-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 1, Weights: kernels.F32},
+	for _, c := range []struct {
+		spec modeltest.Spec
+		rel  float64
+	}{
+		{modeltest.Spec{Name: "q4_1-gqa", Layers: 3, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 2, Weights: kernels.Q4_1}, 1e-2},
+		{modeltest.Spec{Name: "q8_0-gqa3", Layers: 2, Dim: 96, Heads: 6, KVHeads: 2, FFN: 160, Seed: 3, Weights: kernels.Q8_0}, 1e-2},
+		{modeltest.Spec{Name: "f16-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 4, Weights: kernels.F16}, 1e-2},
+		{modeltest.Spec{Name: "f32-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 1, Weights: kernels.F32}, 1e-4},
 	} {
-		t.Run(s.Name, func(t *testing.T) {
-			m := modeltest.New(t, s)
+		t.Run(c.spec.Name, func(t *testing.T) {
+			m := modeltest.New(t, c.spec)
 			gpu := openCUDA(t, m)
-			const rel = 1e-3
+			rel := c.rel
 			tokens := make([]int32, 300) // longer than one prefill batch
 			for i := range tokens {
 				tokens[i] = int32((i*7919 + 13) % m.Config.Vocab)
@@ -132,7 +145,7 @@ func TestCUDAForwardMatchesCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			compareLogits(t, "prefill", got, want, m.Config.Vocab, rel)
-			compareKV(t, gpuKV, cpuKV, 1e-3)
+			compareKV(t, gpuKV, cpuKV, 0.1)
 
 			next := []int32{5}
 			npos := []int32{int32(len(tokens))}
@@ -154,7 +167,7 @@ func TestCUDAForwardMatchesCPU(t *testing.T) {
 				t.Fatal(err)
 			}
 			compareLogits(t, "recompute subset", got, want, m.Config.Vocab, rel)
-			compareKV(t, gpuKV, cpuKV, 1e-3)
+			compareKV(t, gpuKV, cpuKV, 0.1)
 		})
 	}
 }
@@ -163,6 +176,9 @@ func TestCUDAForwardMatchesCPU(t *testing.T) {
 // logits after a 200-token prompt, GPU vs CPU, within 1e-2 of the largest
 // logit (30 layers of rounding differences), same argmax.
 func TestCUDASmolLM2FirstTokenMatchesCPU(t *testing.T) {
+	if cuda.Emulated() {
+		t.Skip("too slow in the CPU emulation")
+	}
 	path := fetch.GeneratorPath(fetch.Dir())
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("default model not found (%v)", err)
