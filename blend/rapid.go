@@ -358,9 +358,10 @@ type rapid struct {
 	roundTokens           int           // tokens the rounds committed
 
 	// scratch: draft distributions and logits, [γ × V] each
-	qbuf, zdbuf []float32
-	pbuf, wbuf  []float32
-	qtbuf       []float32
+	qbuf, zdbuf  []float32
+	pbuf, wbuf   []float32
+	qtbuf        []float32
+	drafts, rows []int32
 }
 
 // commit appends tok to the output and reports whether decoding stops
@@ -477,7 +478,8 @@ func (r *rapid) round(gamma int) (bool, error) {
 		steps++
 	}
 	baseD := r.d.kv.Len()
-	drafts := make([]int32, gamma)
+	r.drafts = slices.Grow(r.drafts[:0], gamma)[:gamma]
+	drafts := r.drafts
 	dl := r.d.logits
 	var ctl time.Duration
 	for i := range gamma {
@@ -505,7 +507,8 @@ func (r *rapid) round(gamma int) (bool, error) {
 	t1 := time.Now()
 	baseT := r.t.kv.Len()
 	np := len(r.t.pending)
-	rows := append(append([]int32(nil), r.t.pending...), drafts...)
+	r.rows = append(append(r.rows[:0], r.t.pending...), drafts...)
+	rows := r.rows
 	zt, err := r.t.forward(rows, true)
 	if err != nil {
 		return true, err
