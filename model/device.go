@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/blendrag/blendrag/kernels"
 )
 
 // Backend runs a Model's forward pass on one compute device. Forward and
@@ -17,6 +19,10 @@ type Backend interface {
 	Device() string
 	Forward(kv *KV, tokens, pos []int32, all bool) ([]float32, error)
 	Recompute(kv *KV, rows []int, all bool) ([]float32, error)
+	// NewPass starts a step-wise forward pass over cache rows rows
+	// (ascending), as Model.NewPass does. A device backend has one live
+	// pass at a time: a new pass supersedes the previous one.
+	NewPass(kv *KV, rows []int) (LayerPass, error)
 	// Close releases the device's copy of the weights. The Model stays
 	// usable.
 	Close() error
@@ -45,6 +51,167 @@ func (m *Model) OpenBackend(device string) (Backend, error) {
 	return b, nil
 }
 
+// LayerPass is Pass's step-wise forward pass on any backend, with errors
+// instead of panics: QKV → WriteKV → (Keep) → AttendMLP per layer (or Layer),
+// then Logits. Steps of one layer must follow each other (a device backend
+// holds one layer of the cache at a time, copied in by QKV).
+type LayerPass interface {
+	// N is the number of rows under computation.
+	N() int
+	// Rows holds the cache row of each row under computation, ascending.
+	// The slice belongs to the pass and changes with Keep.
+	Rows() []int
+	// SetGroups sets the key groups attention uses (APE); nil: none. They
+	// must cover every cache row when AttendMLP runs.
+	SetGroups(g *kernels.KeyGroups)
+	// QKV computes the fresh queries, keys and values of layer l.
+	QKV(l int) error
+	// FreshK and FreshV are the fresh keys and values after QKV,
+	// [N() × KVDim], read-only.
+	FreshK() []float32
+	FreshV() []float32
+	// WriteKV stores the fresh keys and values of rows sel (indices into
+	// Rows; nil: every row) into layer l of the cache.
+	WriteKV(l int, sel []int) error
+	// Keep narrows the pass to rows keep (ascending indices into Rows).
+	Keep(keep []int) error
+	// AttendMLP finishes layer l for every row.
+	AttendMLP(l int) error
+	// Layer runs layer l completely: QKV, WriteKV of every row, AttendMLP.
+	Layer(l int) error
+	// Logits writes the logits of rows sel (indices into Rows) into dst,
+	// [len(sel) × Vocab], after the final norm.
+	Logits(dst []float32, sel []int) error
+}
+
+// cpuPass adapts Pass to LayerPass.
+type cpuPass struct{ p *Pass }
+
+func (c cpuPass) N() int                         { return c.p.N() }
+func (c cpuPass) Rows() []int                    { return c.p.Rows }
+func (c cpuPass) SetGroups(g *kernels.KeyGroups) { c.p.Groups = g }
+func (c cpuPass) FreshK() []float32              { return c.p.K[:c.p.N()*c.p.kv.KVDim] }
+func (c cpuPass) FreshV() []float32              { return c.p.V[:c.p.N()*c.p.kv.KVDim] }
+
+// layer checks a layer index.
+func (c cpuPass) layer(l int) error {
+	if l < 0 || l >= len(c.p.m.Layers) {
+		return fmt.Errorf("model: layer %d of %d", l, len(c.p.m.Layers))
+	}
+	return nil
+}
+
+func (c cpuPass) QKV(l int) error {
+	if err := c.layer(l); err != nil {
+		return err
+	}
+	c.p.QKV(l)
+	return nil
+}
+
+func (c cpuPass) AttendMLP(l int) error {
+	if err := c.layer(l); err != nil {
+		return err
+	}
+	return c.p.AttendMLP(l)
+}
+
+func (c cpuPass) Layer(l int) error {
+	if err := c.layer(l); err != nil {
+		return err
+	}
+	return c.p.Layer(l)
+}
+
+func (c cpuPass) WriteKV(l int, sel []int) error {
+	if err := c.layer(l); err != nil {
+		return err
+	}
+	for _, i := range sel {
+		if i < 0 || i >= c.p.N() {
+			return fmt.Errorf("model: WriteKV row index %d outside the pass's %d rows", i, c.p.N())
+		}
+	}
+	c.p.WriteKV(l, sel)
+	return nil
+}
+
+func (c cpuPass) Keep(keep []int) error {
+	if err := checkKeep(keep, c.p.N()); err != nil {
+		return err
+	}
+	c.p.Keep(keep)
+	return nil
+}
+
+func (c cpuPass) Logits(dst []float32, sel []int) error {
+	if len(dst) != len(sel)*c.p.m.Config.Vocab {
+		return fmt.Errorf("model: Logits of %d rows into %d floats, want %d", len(sel), len(dst), len(sel)*c.p.m.Config.Vocab)
+	}
+	for _, i := range sel {
+		if i < 0 || i >= c.p.N() {
+			return fmt.Errorf("model: Logits row index %d outside the pass's %d rows", i, c.p.N())
+		}
+	}
+	c.p.Logits(dst, sel)
+	return nil
+}
+
+// checkKeep reports whether keep holds ascending indices below n.
+func checkKeep(keep []int, n int) error {
+	for j, i := range keep {
+		if i < 0 || i >= n || (j > 0 && i <= keep[j-1]) {
+			return fmt.Errorf("model: Keep indices must be ascending and < %d (index %d is %d)", n, j, i)
+		}
+	}
+	return nil
+}
+
+// checkPassRows reports whether rows can start a pass over kv: ascending
+// cache rows whose tokens and positions fit the model.
+func checkPassRows(c Config, kv *KV, rows []int) error {
+	if kv.KVDim != c.KVDim() || kv.Layers() != c.Layers {
+		return fmt.Errorf("model: KV of %d layers × %d does not fit model (%d × %d)", kv.Layers(), kv.KVDim, c.Layers, c.KVDim())
+	}
+	if len(rows) == 0 {
+		return fmt.Errorf("model: a pass needs at least one row")
+	}
+	for i, r := range rows {
+		if r < 0 || r >= kv.Len() || (i > 0 && r <= rows[i-1]) {
+			return fmt.Errorf("model: pass rows must be ascending cache rows < %d (row %d is %d)", kv.Len(), i, r)
+		}
+		if t := kv.Tokens[r]; t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("model: token %d out of vocabulary (%d)", t, c.Vocab)
+		}
+		if p := kv.Pos[r]; p < 0 || int(p) >= c.Context {
+			return fmt.Errorf("model: position %d outside the model's context length %d", p, c.Context)
+		}
+	}
+	return nil
+}
+
+// recomputeWith runs every layer of p and returns the logits of its last
+// row, or of every row when all is true (Model.Recompute over a LayerPass).
+func recomputeWith(m *Model, p LayerPass, all bool) ([]float32, error) {
+	for l := range m.Layers {
+		if err := p.Layer(l); err != nil {
+			return nil, err
+		}
+	}
+	sel := []int{p.N() - 1}
+	if all {
+		sel = make([]int, p.N())
+		for i := range sel {
+			sel[i] = i
+		}
+	}
+	logits := make([]float32, len(sel)*m.Config.Vocab)
+	if err := p.Logits(logits, sel); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
 // ParseDevice splits a device name into its kind ("cpu" or "cuda") and
 // ordinal: "cpu", "cuda" (ordinal 0) or "cuda:N".
 func ParseDevice(device string) (kind string, ordinal int, err error) {
@@ -68,13 +235,27 @@ type cpuBackend struct{ m *Model }
 
 func (b cpuBackend) Device() string { return "cpu" }
 
-// Forward is Model.Forward, through the loop every backend shares.
+// Forward is Model.Forward, through the append loop every backend shares.
 func (b cpuBackend) Forward(kv *KV, tokens, pos []int32, all bool) ([]float32, error) {
-	return b.m.appendRows(kv, tokens, pos, all, b.m.Recompute)
+	return b.m.appendRows(kv, tokens, pos, all, b.Recompute)
 }
 
+// Recompute is Model.Recompute, through the layer loop every backend shares.
 func (b cpuBackend) Recompute(kv *KV, rows []int, all bool) ([]float32, error) {
-	return b.m.Recompute(kv, rows, all)
+	p, err := b.m.NewPass(kv, rows)
+	if err != nil {
+		return nil, err
+	}
+	return recomputeWith(b.m, cpuPass{p}, all)
+}
+
+// NewPass is Model.NewPass behind the LayerPass interface.
+func (b cpuBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
+	p, err := b.m.NewPass(kv, rows)
+	if err != nil {
+		return nil, err
+	}
+	return cpuPass{p}, nil
 }
 
 func (b cpuBackend) Close() error { return nil }

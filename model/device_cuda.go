@@ -36,14 +36,13 @@ type cudaBackend struct {
 	output  *cuda.Matrix
 
 	// Work buffers, grown on demand: rowCap computed rows, keyCap cache
-	// rows, logitCap logit rows.
-	rowCap, keyCap, logitCap         int
-	h, x, q, k, v, att, gate, up     *cuda.Buffer
-	rowPos, kc, vc, keyPos, logitBuf *cuda.Buffer
-
-	// Host scratch.
-	hostH, hostK, hostV []float32
-	hostPos, hostRows   []int32
+	// rows, logitCap logit rows. The live pass (generation gen) owns them.
+	rowCap, keyCap, logitCap     int
+	h, x, q, k, v, att, gate, up *cuda.Buffer
+	rowPos, selK, selV           *cuda.Buffer
+	kc, vc, keyPos, logitBuf     *cuda.Buffer
+	groups                       *cuda.KeyGroups
+	gen                          uint64
 }
 
 // openCUDA opens GPU ordinal and uploads m's weights.
@@ -117,7 +116,8 @@ func (b *cudaBackend) Close() error {
 		errs = append(errs, b.d.Free(g.attnNorm), b.d.Free(g.ffnNorm))
 	}
 	errs = append(errs, b.d.FreeMatrix(b.output), b.d.Free(b.outNorm), b.d.FreeRoPE(b.rope))
-	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.kc, &b.vc, &b.keyPos, &b.logitBuf))
+	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.kc, &b.vc, &b.keyPos, &b.logitBuf))
+	errs = append(errs, b.d.FreeKeyGroups(b.groups))
 	errs = append(errs, b.d.Close())
 	b.d = nil
 	if err := errors.Join(errs...); err != nil {
@@ -150,13 +150,13 @@ func (b *cudaBackend) alloc(floats []int, bufs ...**cuda.Buffer) error {
 }
 
 // reserve makes the work buffers hold n computed rows, keys cache rows and
-// nLogits rows of logits.
+// nLogits rows of logits (0: leave as they are).
 func (b *cudaBackend) reserve(n, keys, nLogits int) error {
 	c := b.m.Config
 	if n > b.rowCap {
 		b.rowCap = 0
-		err := b.alloc([]int{n * c.Dim, n * c.Dim, n * c.QDim(), n * c.KVDim(), n * c.KVDim(), n * c.QDim(), n * c.FFN, n * c.FFN, n},
-			&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos)
+		err := b.alloc([]int{n * c.Dim, n * c.Dim, n * c.QDim(), n * c.KVDim(), n * c.KVDim(), n * c.QDim(), n * c.FFN, n * c.FFN, n, n * c.KVDim(), n * c.KVDim()},
+			&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV)
 		if err != nil {
 			return err
 		}
@@ -189,79 +189,92 @@ func (b *cudaBackend) Forward(kv *KV, tokens, pos []int32, all bool) ([]float32,
 // recomputed through every layer, their keys and values overwritten in kv,
 // and the logits of the last row (or of every row when all) returned.
 func (b *cudaBackend) Recompute(kv *KV, rows []int, all bool) ([]float32, error) {
+	p, err := b.NewPass(kv, rows)
+	if err != nil {
+		return nil, err
+	}
+	return recomputeWith(b.m, p, all)
+}
+
+// NewPass starts a step-wise forward pass over cache rows rows on the GPU,
+// uploading their embeddings and positions. It supersedes the backend's
+// previous pass, whose methods then fail.
+func (b *cudaBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
 	c := b.m.Config
 	if b.d == nil {
 		return nil, fmt.Errorf("model: %s: %w", b.name, cuda.ErrClosed)
 	}
-	if kv.KVDim != c.KVDim() || kv.Layers() != c.Layers {
-		return nil, fmt.Errorf("model: KV of %d layers × %d does not fit model (%d × %d)", kv.Layers(), kv.KVDim, c.Layers, c.KVDim())
-	}
-	n, keys := len(rows), kv.Len()
-	if n == 0 {
-		return nil, fmt.Errorf("model: Recompute of no rows")
-	}
-	nLogits := 1
-	if all {
-		nLogits = n
-	}
-	if err := b.reserve(n, keys, nLogits); err != nil {
-		return nil, fmt.Errorf("model: %s: work buffers for %d rows over %d keys: %w", b.name, n, keys, err)
-	}
-	if err := b.embed(kv, rows); err != nil {
+	if err := checkPassRows(c, kv, rows); err != nil {
 		return nil, err
 	}
-	for l := range b.layers {
-		if err := b.layer(kv, l, n, keys); err != nil {
-			return nil, fmt.Errorf("model: %s: layer %d: %w", b.name, l, err)
-		}
+	n, keys := len(rows), kv.Len()
+	b.gen++
+	if err := b.reserve(n, keys, 0); err != nil {
+		return nil, fmt.Errorf("model: %s: work buffers for %d rows over %d keys: %w", b.name, n, keys, err)
 	}
-	logits := make([]float32, nLogits*c.Vocab)
-	if err := b.logits(logits, n, all); err != nil {
-		return nil, fmt.Errorf("model: %s: logits: %w", b.name, err)
-	}
-	return logits, nil
-}
-
-// embed checks rows, uploads their embeddings, positions and indices and
-// the cache's positions.
-func (b *cudaBackend) embed(kv *KV, rows []int) error {
-	c := b.m.Config
-	n := len(rows)
-	b.hostH = grow(b.hostH, n*c.Dim)
-	b.hostPos = grow(b.hostPos, n)
-	b.hostRows = grow(b.hostRows, n)
+	p := &cudaPass{b: b, gen: b.gen, kv: kv, rows: append([]int(nil), rows...), layer: -1,
+		hostRows: make([]int32, n), hostPos: make([]int32, n),
+		k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim())}
+	h := make([]float32, n*c.Dim)
 	rowBytes, _ := b.m.TokenEmbd.Type.RowBytes(c.Dim)
 	for i, r := range rows {
-		if r < 0 || r >= kv.Len() || (i > 0 && r <= rows[i-1]) {
-			return fmt.Errorf("model: recomputed rows must be ascending cache rows < %d (row %d is %d)", kv.Len(), i, r)
+		t := int(kv.Tokens[r])
+		if err := kernels.Dequantize(b.m.TokenEmbd.Type, b.m.TokenEmbd.Data[t*rowBytes:(t+1)*rowBytes], h[i*c.Dim:(i+1)*c.Dim]); err != nil {
+			return nil, fmt.Errorf("model: embedding token %d: %w", t, err)
 		}
-		t, p := kv.Tokens[r], kv.Pos[r]
-		if t < 0 || int(t) >= c.Vocab {
-			return fmt.Errorf("model: token %d out of vocabulary (%d)", t, c.Vocab)
-		}
-		if p < 0 || int(p) >= c.Context {
-			return fmt.Errorf("model: position %d outside the model's context length %d", p, c.Context)
-		}
-		if err := kernels.Dequantize(b.m.TokenEmbd.Type, b.m.TokenEmbd.Data[int(t)*rowBytes:(int(t)+1)*rowBytes], b.hostH[i*c.Dim:(i+1)*c.Dim]); err != nil {
-			return fmt.Errorf("model: embedding token %d: %w", t, err)
-		}
-		b.hostPos[i], b.hostRows[i] = p, int32(r)
+		p.hostRows[i], p.hostPos[i] = int32(r), kv.Pos[r]
 	}
-	err := errors.Join(b.d.UploadF32(b.h, b.hostH[:n*c.Dim]), b.d.UploadI32(b.rowPos, b.hostPos[:n]), b.d.UploadI32(b.keyPos, kv.Pos))
+	err := errors.Join(b.d.UploadF32(b.h, h), b.d.UploadI32(b.rowPos, p.hostPos), b.d.UploadI32(b.keyPos, kv.Pos))
 	if err != nil {
-		return fmt.Errorf("model: %s: uploading rows: %w", b.name, err)
+		return nil, fmt.Errorf("model: %s: uploading rows: %w", b.name, err)
+	}
+	return p, nil
+}
+
+// cudaPass is a LayerPass on the GPU. Hidden states, queries and the layer's
+// cache copy live on the device; fresh keys and values are also copied to
+// the host after QKV (CacheBlend reads them), and WriteKV updates both the
+// host cache and its device copy.
+type cudaPass struct {
+	b      *cudaBackend
+	gen    uint64
+	kv     *KV
+	rows   []int
+	groups *kernels.KeyGroups
+	layer  int // layer whose cache the device holds (after QKV), or -1
+
+	hostRows, hostPos []int32
+	k, v              []float32 // fresh keys and values, [N × KVDim]
+}
+
+func (p *cudaPass) N() int                         { return len(p.rows) }
+func (p *cudaPass) Rows() []int                    { return p.rows }
+func (p *cudaPass) SetGroups(g *kernels.KeyGroups) { p.groups = g }
+func (p *cudaPass) FreshK() []float32              { return p.k }
+func (p *cudaPass) FreshV() []float32              { return p.v }
+
+// live checks that p is still the backend's pass.
+func (p *cudaPass) live() error {
+	if p.b.d == nil {
+		return fmt.Errorf("model: %s: %w", p.b.name, cuda.ErrClosed)
+	}
+	if p.gen != p.b.gen {
+		return fmt.Errorf("model: %s: this pass was superseded by a newer one", p.b.name)
 	}
 	return nil
 }
 
-// layer runs layer l for the n rows uploaded by embed, over the cache's
-// keys rows.
-func (b *cudaBackend) layer(kv *KV, l, n, keys int) error {
-	c, d, g := b.m.Config, b.d, &b.layers[l]
-	kd := c.KVDim()
+// QKV computes the fresh queries, keys and values of layer l (RoPE at the
+// rows' positions) and copies layer l of the cache to the device.
+func (p *cudaPass) QKV(l int) error {
+	if err := p.live(); err != nil {
+		return err
+	}
+	b, c, d, g := p.b, p.b.m.Config, p.b.d, &p.b.layers[l]
+	n, keys, kd := p.N(), p.kv.Len(), c.KVDim()
 	s := steps{}
 	s.run("upload cache", func() error {
-		return errors.Join(d.UploadF32(b.kc, kv.K[l][:keys*kd]), d.UploadF32(b.vc, kv.V[l][:keys*kd]))
+		return errors.Join(d.UploadF32(b.kc, p.kv.K[l][:keys*kd]), d.UploadF32(b.vc, p.kv.V[l][:keys*kd]))
 	})
 	s.run("attention norm", func() error { return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps) })
 	s.run("q", func() error { return d.MatMul(b.q, g.q, b.x, n) })
@@ -269,22 +282,126 @@ func (b *cudaBackend) layer(kv *KV, l, n, keys int) error {
 	s.run("v", func() error { return d.MatMul(b.v, g.v, b.x, n) })
 	s.run("rope q", func() error { return d.RoPE(b.q, b.rope, b.rowPos, n, c.Heads) })
 	s.run("rope k", func() error { return d.RoPE(b.k, b.rope, b.rowPos, n, c.KVHeads) })
-	rows := b.hostRows[:n]
-	s.run("scatter k", func() error { return d.ScatterRows(b.kc, keys, b.k, rows, kd) })
-	s.run("scatter v", func() error { return d.ScatterRows(b.vc, keys, b.v, rows, kd) })
 	s.run("download k, v", func() error {
-		b.hostK, b.hostV = grow(b.hostK, n*kd), grow(b.hostV, n*kd)
-		if err := errors.Join(d.DownloadF32(b.hostK[:n*kd], b.k), d.DownloadF32(b.hostV[:n*kd], b.v)); err != nil {
+		return errors.Join(d.DownloadF32(p.k[:n*kd], b.k), d.DownloadF32(p.v[:n*kd], b.v))
+	})
+	if s.err != nil {
+		p.layer = -1
+		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, s.err)
+	}
+	p.layer = l
+	return nil
+}
+
+// WriteKV stores the fresh keys and values of rows sel (indices into Rows;
+// nil: every row) into layer l of the cache, on the host and on the device.
+func (p *cudaPass) WriteKV(l int, sel []int) error {
+	if err := p.live(); err != nil {
+		return err
+	}
+	if l != p.layer {
+		return fmt.Errorf("model: WriteKV(%d) after QKV(%d)", l, p.layer)
+	}
+	b, kd, n := p.b, p.kv.KVDim, p.N()
+	if sel == nil {
+		sel = make([]int, n)
+		for i := range sel {
+			sel[i] = i
+		}
+	}
+	if len(sel) == 0 {
+		return nil
+	}
+	targets := make([]int32, len(sel))
+	k, v := make([]float32, len(sel)*kd), make([]float32, len(sel)*kd)
+	for j, i := range sel {
+		if i < 0 || i >= n {
+			return fmt.Errorf("model: WriteKV row index %d outside the pass's %d rows", i, n)
+		}
+		r := p.rows[i]
+		copy(p.kv.K[l][r*kd:(r+1)*kd], p.k[i*kd:(i+1)*kd])
+		copy(p.kv.V[l][r*kd:(r+1)*kd], p.v[i*kd:(i+1)*kd])
+		copy(k[j*kd:(j+1)*kd], p.k[i*kd:(i+1)*kd])
+		copy(v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
+		targets[j] = int32(r)
+	}
+	keys := p.kv.Len()
+	s := steps{}
+	s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
+	s.run("scatter k", func() error { return b.d.ScatterRows(b.kc, keys, b.selK, targets, kd) })
+	s.run("scatter v", func() error { return b.d.ScatterRows(b.vc, keys, b.selV, targets, kd) })
+	if s.err != nil {
+		return fmt.Errorf("model: %s: WriteKV layer %d: %w", b.name, l, s.err)
+	}
+	return nil
+}
+
+// Keep narrows the pass to rows keep (ascending indices into Rows).
+func (p *cudaPass) Keep(keep []int) error {
+	if err := p.live(); err != nil {
+		return err
+	}
+	if err := checkKeep(keep, p.N()); err != nil {
+		return err
+	}
+	b, c := p.b, p.b.m.Config
+	n, kd := p.N(), c.KVDim()
+	h, q := make([]float32, n*c.Dim), make([]float32, n*c.QDim())
+	if err := errors.Join(b.d.DownloadF32(h, b.h), b.d.DownloadF32(q, b.q)); err != nil {
+		return fmt.Errorf("model: %s: Keep: %w", b.name, err)
+	}
+	for j, i := range keep {
+		p.rows[j], p.hostRows[j], p.hostPos[j] = p.rows[i], p.hostRows[i], p.hostPos[i]
+		copy(h[j*c.Dim:(j+1)*c.Dim], h[i*c.Dim:(i+1)*c.Dim])
+		copy(q[j*c.QDim():(j+1)*c.QDim()], q[i*c.QDim():(i+1)*c.QDim()])
+		copy(p.k[j*kd:(j+1)*kd], p.k[i*kd:(i+1)*kd])
+		copy(p.v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
+	}
+	m := len(keep)
+	p.rows, p.hostRows, p.hostPos = p.rows[:m], p.hostRows[:m], p.hostPos[:m]
+	p.k, p.v = p.k[:m*kd], p.v[:m*kd]
+	if m == 0 {
+		return nil
+	}
+	err := errors.Join(b.d.UploadF32(b.h, h[:m*c.Dim]), b.d.UploadF32(b.q, q[:m*c.QDim()]), b.d.UploadI32(b.rowPos, p.hostPos))
+	if err != nil {
+		return fmt.Errorf("model: %s: Keep: %w", b.name, err)
+	}
+	return nil
+}
+
+// AttendMLP finishes layer l (after QKV(l)): attention over the cache's
+// device copy, masked by position and grouped by the pass's key groups,
+// the output projection, the MLP and both residual additions.
+func (p *cudaPass) AttendMLP(l int) error {
+	if err := p.live(); err != nil {
+		return err
+	}
+	if l != p.layer {
+		return fmt.Errorf("model: AttendMLP(%d) after QKV(%d)", l, p.layer)
+	}
+	b, c, d, g := p.b, p.b.m.Config, p.b.d, &p.b.layers[l]
+	n, keys := p.N(), p.kv.Len()
+	if n == 0 {
+		return nil
+	}
+	var groups *cuda.KeyGroups
+	if p.groups != nil {
+		if err := p.groups.Validate(keys); err != nil {
 			return err
 		}
-		for i, r := range rows {
-			copy(kv.K[l][int(r)*kd:(int(r)+1)*kd], b.hostK[i*kd:(i+1)*kd])
-			copy(kv.V[l][int(r)*kd:(int(r)+1)*kd], b.hostV[i*kd:(i+1)*kd])
+		if err := d.FreeKeyGroups(b.groups); err != nil {
+			return err
 		}
-		return nil
-	})
+		var err error
+		if b.groups, err = d.UploadKeyGroups(p.groups); err != nil {
+			return fmt.Errorf("model: %s: %w", b.name, err)
+		}
+		groups = b.groups
+	}
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
-	s.run("attention", func() error { return d.Attend(b.att, b.q, b.kc, b.vc, b.keyPos, b.rowPos, n, keys, sh, nil) })
+	s := steps{}
+	s.run("attention", func() error { return d.Attend(b.att, b.q, b.kc, b.vc, b.keyPos, b.rowPos, n, keys, sh, groups) })
 	s.run("output projection", func() error { return d.MatMul(b.x, g.o, b.att, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
 	s.run("ffn norm", func() error { return d.RMSNorm(b.x, b.h, g.ffnNorm, n, c.Dim, c.NormEps) })
@@ -293,26 +410,60 @@ func (b *cudaBackend) layer(kv *KV, l, n, keys int) error {
 	s.run("swiglu", func() error { return d.SwiGLU(b.gate, b.gate, b.up, n*c.FFN) })
 	s.run("down", func() error { return d.MatMul(b.x, g.down, b.gate, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
-	return s.err
+	if s.err != nil {
+		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, s.err)
+	}
+	return nil
 }
 
-// logits writes the logits of the last row, or of every row when all, into
-// dst after the final norm.
-func (b *cudaBackend) logits(dst []float32, n int, all bool) error {
-	c, d := b.m.Config, b.d
-	h, x, rows := b.h, b.x, n
-	if !all {
-		var err error
-		if h, err = b.h.View(int64((n-1)*c.Dim)*4, int64(c.Dim)*4); err != nil {
-			return err
-		}
-		rows = 1
+// Layer runs layer l completely: QKV, WriteKV of every row, AttendMLP.
+func (p *cudaPass) Layer(l int) error {
+	if err := p.QKV(l); err != nil {
+		return err
 	}
+	if err := p.WriteKV(l, nil); err != nil {
+		return err
+	}
+	return p.AttendMLP(l)
+}
+
+// Logits writes the logits of rows sel (indices into Rows) into dst,
+// [len(sel) × Vocab], after the final norm.
+func (p *cudaPass) Logits(dst []float32, sel []int) error {
+	if err := p.live(); err != nil {
+		return err
+	}
+	b, c, d := p.b, p.b.m.Config, p.b.d
+	if len(sel) == 0 || len(sel) > p.N() || len(dst) != len(sel)*c.Vocab {
+		return fmt.Errorf("model: Logits of %d rows into %d floats, want %d", len(sel), len(dst), len(sel)*c.Vocab)
+	}
+	if err := b.reserve(0, 0, len(sel)); err != nil {
+		return fmt.Errorf("model: %s: logits buffer: %w", b.name, err)
+	}
+	row := int64(c.Dim) * 4
 	s := steps{}
-	s.run("output norm", func() error { return d.RMSNorm(x, h, b.outNorm, rows, c.Dim, c.NormEps) })
-	s.run("output", func() error { return d.MatMul(b.logitBuf, b.output, x, rows) })
+	for j, i := range sel {
+		if i < 0 || i >= p.N() {
+			return fmt.Errorf("model: Logits row index %d outside the pass's %d rows", i, p.N())
+		}
+		s.run("output norm", func() error {
+			h, err := b.h.View(int64(i)*row, row)
+			if err != nil {
+				return err
+			}
+			x, err := b.x.View(int64(j)*row, row)
+			if err != nil {
+				return err
+			}
+			return d.RMSNorm(x, h, b.outNorm, 1, c.Dim, c.NormEps)
+		})
+	}
+	s.run("output", func() error { return d.MatMul(b.logitBuf, b.output, b.x, len(sel)) })
 	s.run("download", func() error { return d.DownloadF32(dst, b.logitBuf) })
-	return s.err
+	if s.err != nil {
+		return fmt.Errorf("model: %s: logits: %w", b.name, s.err)
+	}
+	return nil
 }
 
 // steps runs a sequence of device calls, stopping at the first error.
@@ -325,13 +476,4 @@ func (s *steps) run(what string, f func() error) {
 	if err := f(); err != nil {
 		s.err = fmt.Errorf("%s: %w", what, err)
 	}
-}
-
-// grow returns s with length at least n, reallocating when its capacity is
-// smaller.
-func grow[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
 }

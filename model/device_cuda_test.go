@@ -204,3 +204,108 @@ func TestCUDASmolLM2FirstTokenMatchesCPU(t *testing.T) {
 	}
 	compareLogits(t, "SmolLM2 first token", got, want, m.Config.Vocab, 1e-2)
 }
+
+// blendSteps runs a CacheBlend-like sequence of pass steps over rows
+// [first, kv.Len()): layer 0 writes only the last q rows, layer 1 writes and
+// keeps every third row plus the last q, later layers write every kept
+// row; groups, when set, partition the keys (APE). It returns the logits of
+// the last row and the fresh values of layer 0.
+func blendSteps(t *testing.T, newPass func([]int) (model.LayerPass, error), m *model.Model, first, n, q int, groups *kernels.KeyGroups) (logits, fresh0 []float32) {
+	t.Helper()
+	rows := make([]int, n-first)
+	for i := range rows {
+		rows[i] = first + i
+	}
+	p, err := newPass(rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SetGroups(groups)
+	last := func() []int {
+		var sel []int
+		for i := p.N() - q; i < p.N(); i++ {
+			sel = append(sel, i)
+		}
+		return sel
+	}
+	for l := range m.Layers {
+		if err := p.QKV(l); err != nil {
+			t.Fatal(err)
+		}
+		switch l {
+		case 0:
+			fresh0 = append([]float32(nil), p.FreshV()...)
+			err = p.WriteKV(l, last())
+		case 1:
+			var sel []int
+			for i := 0; i < p.N()-q; i += 3 {
+				sel = append(sel, i)
+			}
+			sel = append(sel, last()...)
+			if err = p.WriteKV(l, sel); err == nil {
+				err = p.Keep(sel)
+			}
+		default:
+			err = p.WriteKV(l, nil)
+		}
+		if err == nil {
+			err = p.AttendMLP(l)
+		}
+		if err != nil {
+			t.Fatalf("layer %d: %v", l, err)
+		}
+	}
+	logits = make([]float32, m.Config.Vocab)
+	if err := p.Logits(logits, []int{p.N() - 1}); err != nil {
+		t.Fatal(err)
+	}
+	return logits, fresh0
+}
+
+// TestCUDAPassStepsMatchCPU: CacheBlend's step sequence (selective writes,
+// Keep) and APE's grouped attention through the GPU LayerPass agree with
+// the CPU pass over the same cache: layer-0 fresh values bitwise, last-row
+// logits within 1e-2 of the largest logit, and the caches written within
+// 0.1.
+func TestCUDAPassStepsMatchCPU(t *testing.T) {
+	m := modeltest.New(t, modeltest.Spec{Layers: 3, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 5, Weights: kernels.Q4_1})
+	gpu := openCUDA(t, m)
+	cpu, err := m.OpenBackend("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := make([]int32, 60)
+	for i := range tokens {
+		tokens[i] = int32((i*104729 + 3) % m.Config.Vocab)
+	}
+	base := model.NewKV(m.Config)
+	if _, err := m.Forward(base, tokens, model.Positions(0, len(tokens)), false); err != nil {
+		t.Fatal(err)
+	}
+	of := make([]uint8, base.Len())
+	for i := 20; i < 55; i++ {
+		of[i] = 1
+	}
+	ape := &kernels.KeyGroups{Of: of, Temp: []float32{1, 0.9}, LSEScale: []float32{1, 0.9}}
+	for _, c := range []struct {
+		name   string
+		first  int
+		groups *kernels.KeyGroups
+	}{
+		{"cacheblend", 20, nil},
+		{"ape", 55, ape},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cpuKV, gpuKV := base.Slice(0, base.Len()), base.Slice(0, base.Len())
+			want, want0 := blendSteps(t, func(r []int) (model.LayerPass, error) { return cpu.NewPass(cpuKV, r) }, m, c.first, base.Len(), 5, c.groups)
+			got, got0 := blendSteps(t, func(r []int) (model.LayerPass, error) { return gpu.NewPass(gpuKV, r) }, m, c.first, base.Len(), 5, c.groups)
+			for i := range want0 {
+				if math.Float32bits(got0[i]) != math.Float32bits(want0[i]) {
+					t.Fatalf("layer 0 fresh value %d: GPU %v, CPU %v", i, got0[i], want0[i])
+				}
+			}
+			compareLogits(t, c.name, got, want, m.Config.Vocab, 1e-2)
+			compareKV(t, gpuKV, cpuKV, 0.1)
+		})
+	}
+}

@@ -67,3 +67,87 @@ func TestCPUBackendForwardIsModelForwardBitwise(t *testing.T) {
 func bitsEqual(a, b []float32) bool {
 	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
 }
+
+// TestCPULayerPassIsPassBitwise: the CPU backend's LayerPass runs Pass's
+// steps unchanged (CacheBlend's order: QKV, selective WriteKV, Keep,
+// AttendMLP), and turns Pass's panics on bad indices into errors.
+func TestCPULayerPassIsPassBitwise(t *testing.T) {
+	m := modeltest.New(t, modeltest.Spec{Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 8, Weights: kernels.Q8_0})
+	b, err := m.OpenBackend("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := make([]int32, 30)
+	for i := range tokens {
+		tokens[i] = int32((i*17 + 1) % m.Config.Vocab)
+	}
+	base := model.NewKV(m.Config)
+	if _, err := m.Forward(base, tokens, model.Positions(0, len(tokens)), false); err != nil {
+		t.Fatal(err)
+	}
+	rows := []int{10, 11, 12, 20, 25, 29}
+	sel := []int{1, 4, 5}
+	wantKV, gotKV := base.Slice(0, base.Len()), base.Slice(0, base.Len())
+	p, err := m.NewPass(wantKV, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := b.NewPass(gotKV, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range m.Layers {
+		p.QKV(l)
+		if err := lp.QKV(l); err != nil {
+			t.Fatal(err)
+		}
+		if !bitsEqual(lp.FreshV(), p.V[:p.N()*m.Config.KVDim()]) || !bitsEqual(lp.FreshK(), p.K[:p.N()*m.Config.KVDim()]) {
+			t.Fatalf("layer %d: fresh K/V differ", l)
+		}
+		if l == 0 {
+			p.WriteKV(l, sel)
+			p.Keep(sel)
+			if err := lp.WriteKV(l, sel); err != nil {
+				t.Fatal(err)
+			}
+			if err := lp.Keep(sel); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			p.WriteKV(l, nil)
+			if err := lp.WriteKV(l, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.AttendMLP(l); err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AttendMLP(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, got := make([]float32, m.Config.Vocab), make([]float32, m.Config.Vocab)
+	p.Logits(want, []int{p.N() - 1})
+	if err := lp.Logits(got, []int{lp.N() - 1}); err != nil {
+		t.Fatal(err)
+	}
+	if !bitsEqual(got, want) || !slices.Equal(lp.Rows(), p.Rows) {
+		t.Fatal("LayerPass logits or rows differ from Pass's")
+	}
+	for l := range wantKV.K {
+		if !bitsEqual(gotKV.K[l], wantKV.K[l]) || !bitsEqual(gotKV.V[l], wantKV.V[l]) {
+			t.Fatalf("layer %d cache differs", l)
+		}
+	}
+	for name, err := range map[string]error{
+		"Keep not ascending":      lp.Keep([]int{1, 0}),
+		"Keep out of range":       lp.Keep([]int{lp.N()}),
+		"WriteKV out of range":    lp.WriteKV(0, []int{-1}),
+		"Logits wrong dst length": lp.Logits(make([]float32, 3), []int{0}),
+		"QKV layer out of range":  lp.QKV(len(m.Layers)),
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
