@@ -149,16 +149,6 @@ func TestKVCachedCrossEncoderServesCURRerankAndHybrid(t *testing.T) {
 		}
 	}
 
-	// A chunk whose KV is gone is encoded again (in memory) for the
-	// cross-encoder; the store is left to the precompute and Ask.
-	if err := s.eng.store.DeleteChunk(ids["Bridge"]); err != nil {
-		t.Fatal(err)
-	}
-	again, err := s.CrossEncoder().ScoreChunks(ctx, q, chunkIDs[1:2])
-	if err != nil || math.Abs(float64(again[0]-got[1])) > storedKVTolerance || s.eng.store.Has(s.eng.key(ids["Bridge"])) {
-		t.Errorf("after dropping the KV: CE %v (was %v), err %v, stored %v", again, got[1], err, s.eng.store.Has(s.eng.key(ids["Bridge"])))
-	}
-
 	// Every chunk is in the CUR index (exact search: 3 chunks ≤ k_i + k_r).
 	if s.cur.Len() != 3 {
 		t.Fatalf("CUR index holds %d chunks, want 3", s.cur.Len())
@@ -188,6 +178,16 @@ func TestKVCachedCrossEncoderServesCURRerankAndHybrid(t *testing.T) {
 		if r.Ranks["ce"] != i+1 || (i > 0 && r.Score > res[i-1].Score) {
 			t.Errorf("rerank order: result %d %+v", i, r)
 		}
+	}
+
+	// A chunk whose KV is gone is encoded again (in memory) for the
+	// cross-encoder; the store is left to the precompute and Ask.
+	if err := s.eng.store.DeleteChunk(ids["Bridge"]); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.CrossEncoder().ScoreChunks(ctx, q, chunkIDs[1:2])
+	if err != nil || math.Abs(float64(again[0]-got[1])) > storedKVTolerance || s.eng.store.Has(s.eng.key(ids["Bridge"])) {
+		t.Errorf("after dropping the KV: CE %v (was %v), err %v, stored %v", again, got[1], err, s.eng.store.Has(s.eng.key(ids["Bridge"])))
 	}
 }
 
