@@ -50,22 +50,22 @@ type kvCodecResult struct {
 
 // kvCodecsResult is the JSON `bench kvcodecs` prints.
 type kvCodecsResult struct {
-	Model          string          `json:"model"`
-	Dataset        string          `json:"dataset"`
-	F32Weights     bool            `json:"f32_weights"`
-	Questions      int             `json:"questions"`
-	Passages       int             `json:"passages_per_question"`
-	MaxChunkTokens int             `json:"max_chunk_tokens"`
-	PrefixTokens   int             `json:"prefix_tokens"`
-	MeanContext    float64         `json:"mean_context_tokens"`
+	Model          string  `json:"model"`
+	Dataset        string  `json:"dataset"`
+	F32Weights     bool    `json:"f32_weights"`
+	Questions      int     `json:"questions"`
+	Passages       int     `json:"passages_per_question"`
+	MaxChunkTokens int     `json:"max_chunk_tokens"`
+	PrefixTokens   int     `json:"prefix_tokens"`
+	MeanContext    float64 `json:"mean_context_tokens"`
 	// CacheBlendKL is CacheBlend's own mean first-token KL against full
 	// prefill, over fp32 KV (the yardstick of the default-codec rule).
 	CacheBlendKL float64 `json:"cacheblend_kl_vs_full"`
 	// Smallest is the smallest codec meeting the default-codec rule (its
 	// added KL under CacheBlend below 10% of CacheBlend's own KL).
-	Smallest kvstore.Codec `json:"smallest_meeting_rule,omitempty"`
-	Seconds        float64         `json:"seconds"`
-	Codecs         []kvCodecResult `json:"codecs"`
+	Smallest kvstore.Codec   `json:"smallest_meeting_rule,omitempty"`
+	Seconds  float64         `json:"seconds"`
+	Codecs   []kvCodecResult `json:"codecs"`
 }
 
 // kvBenchPrefix is the shared prefix P of the benchmark: the ChatML system
