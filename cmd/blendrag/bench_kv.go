@@ -156,7 +156,7 @@ type kvCodecAcc struct {
 func benchKVCodecs(m *model.Model, items []evalItem, passages, maxChunk int) (*kvCodecsResult, error) {
 	t0 := time.Now()
 	// f32 is the control: its round trip is exact, so its KL must be 0.
-	codecs := []kvstore.Codec{kvstore.CodecFP16, kvstore.CodecInt8, kvstore.CodecQ4G32, kvstore.CodecQ4G64, kvstore.CodecF32}
+	codecs := kvstore.Codecs
 	tmp, err := os.MkdirTemp("", "blendrag-kvcodecs-")
 	if err != nil {
 		return nil, err
@@ -247,7 +247,7 @@ func benchKVCodecs(m *model.Model, items []evalItem, passages, maxChunk int) (*k
 	}
 	for i, acc := range accs {
 		b, _ := acc.store.Usage()
-		r := kvCodecResult{Codec: codecs[i], Default: i == 0, BytesPerToken: float64(b) / float64(rows),
+		r := kvCodecResult{Codec: codecs[i], Default: codecs[i] == kvstore.DefaultCodec, BytesPerToken: float64(b) / float64(rows),
 			KRelRMS: math.Sqrt(acc.kErr / acc.kRef), VRelRMS: math.Sqrt(acc.vErr / acc.vRef), Top1Agree: float64(acc.agree) / float64(len(items))}
 		r.KLMean, r.KLMax = meanMax(acc.kl)
 		r.CBKLMean, r.CBKLMax = meanMax(acc.cbKL)

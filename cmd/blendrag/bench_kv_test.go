@@ -62,8 +62,8 @@ func TestKVCodecsBenchControlIsExactAndLossyCodecsOrdered(t *testing.T) {
 	if fp := by[kvstore.CodecFP16]; fp.KRelRMS > 1e-3 || fp.KLMax > 1e-3 {
 		t.Errorf("fp16: %+v, want relative error ≤ 1e-3 and KL ≤ 1e-3", fp)
 	}
-	if !res.Codecs[0].Default || res.Codecs[0].Codec != kvstore.CodecFP16 {
-		t.Errorf("first row %+v, want the default fp16", res.Codecs[0])
+	if !res.Codecs[0].Default || res.Codecs[0].Codec != kvstore.DefaultCodec {
+		t.Errorf("first row %+v, want the default %s", res.Codecs[0], kvstore.DefaultCodec)
 	}
 }
 
