@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"testing"
@@ -108,34 +107,8 @@ func TestMeasureMuSiQue(t *testing.T) {
 				t.Fatal(err)
 			}
 			fmt.Printf("{\"question\":%d,\"mode\":%q,\"prefill_s\":%.3f,\"kl\":%.5f,\"top1_same\":%v,\"computed_layer_last\":%d,\"answer\":%q,\"gold\":%q}\n",
-				qi, r.name, ttft.Seconds(), klDiv(ref, res.Logits), model.Argmax(ref) == model.Argmax(res.Logits),
+				qi, r.name, ttft.Seconds(), KL(ref, res.Logits), model.Argmax(ref) == model.Argmax(res.Logits),
 				res.Stats.Computed[len(res.Stats.Computed)-1], g.Text, q.Answers)
 		}
 	}
-}
-
-// klDiv is KL(softmax(p) ‖ softmax(q)) in nats.
-func klDiv(p, q []float32) float64 {
-	lp, lq := logSoftmax(p), logSoftmax(q)
-	kl := 0.0
-	for i := range lp {
-		kl += math.Exp(lp[i]) * (lp[i] - lq[i])
-	}
-	return kl
-}
-
-func logSoftmax(x []float32) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range x {
-		mx = max(mx, float64(v))
-	}
-	s := 0.0
-	for _, v := range x {
-		s += math.Exp(float64(v) - mx)
-	}
-	out := make([]float64, len(x))
-	for i, v := range x {
-		out[i] = float64(v) - mx - math.Log(s)
-	}
-	return out
 }

@@ -35,14 +35,15 @@
 // least recently used chunks; an evicted chunk is simply missing. Last-use
 // times live in memory, are persisted at Close and rebuilt at Open (a chunk
 // whose time was not persisted counts as used when it was put). Values over
-// Badger's value threshold (1 MiB: chunks over ~1,300 tokens in fp16) live
+// Badger's value threshold (1 MiB: chunks over ~1,300 tokens in fp16, ~2,600 in int8) live
 // in the value log, which a background pass garbage-collects.
 //
 // # Codecs
 //
-// See Codec: fp16 (default), int8 with per-channel K and per-token V scales,
+// See Codec: int8 with per-channel K and per-token V scales (the default:
+// see DefaultCodec for the rule and the measurement that chose it), fp16,
 // and 4-bit groups of 32 or 64 with a binary16 minimum and step; f32 is
 // exact, for tests. `blendrag bench kvcodecs` measures bytes per token,
-// reconstruction error and the KL of next-token distributions under reuse
-// fusion for each.
+// reconstruction error and the KL of next-token distributions under reuse and
+// CacheBlend fusion for each.
 package kvstore

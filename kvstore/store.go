@@ -72,7 +72,7 @@ func chunkNames(keys []Key) string {
 type Options struct {
 	// Codec encodes new values and selects the values served; KV stored
 	// under another codec is never served (it ages out by LRU). Default
-	// CodecFP16.
+	// DefaultCodec.
 	Codec Codec
 	// MemTableSize, BlockCacheSize and IndexCacheSize size Badger for a
 	// small host. Defaults 16 MiB, 32 MiB and 16 MiB.
@@ -130,7 +130,7 @@ type entry struct {
 // older format.
 func Open(dir string, opt Options) (*Store, error) {
 	if opt.Codec == "" {
-		opt.Codec = CodecFP16
+		opt.Codec = DefaultCodec
 	}
 	if _, err := opt.Codec.id(); err != nil {
 		return nil, err

@@ -38,6 +38,7 @@ type engine struct {
 	prefix *model.KV // P's KV, computed at Open (or loaded from the store)
 	store  *kvstore.Store
 	fp     string // model fingerprint (part of every KV key)
+	fid    *fidelity
 
 	// mu serialises use of the model. Queries announce themselves in
 	// waiting so the precompute yields between chunks.
@@ -82,6 +83,9 @@ func (s *Service) openEngine() error {
 		kvo.Logger = s.log.With("component", "kvstore")
 	}
 	if e.store, err = kvstore.Open(s.cfg.DataDir+"/kv", kvo); err != nil {
+		return err
+	}
+	if e.fid, err = newFidelity(s.cfg.DataDir, e.fp, e.format.Key()); err != nil {
 		return err
 	}
 	if e.prefix, err = e.store.Get(e.key("P")); err != nil {

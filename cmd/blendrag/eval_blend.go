@@ -391,7 +391,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 		}
 		mr := blendModeRecord{
 			blendAnswer: scoreAnswer(g.Text, it.Answers),
-			KL:          firstTokenKL(fullLogits, logits),
+			KL:          blend.KL(fullLogits, logits),
 			Forced:      len(fullTokens),
 			TTFTMS:      ms(ttft),
 		}
@@ -462,19 +462,6 @@ func forcedAgreement(m *model.Model, res *blend.Result, ref []int32) (int, error
 		}
 	}
 	return agree, nil
-}
-
-// firstTokenKL is KL(softmax(p) ‖ softmax(q)) in nats, computed in float64
-// (logSoftmax64 is bench kvcodecs').
-func firstTokenKL(p, q []float32) float64 {
-	lp, lq := logSoftmax64(p), logSoftmax64(q)
-	kl := 0.0
-	for i := range lp {
-		if pi := math.Exp(lp[i]); pi > 0 {
-			kl += pi * (lp[i] - lq[i])
-		}
-	}
-	return max(kl, 0)
 }
 
 // scoreAnswer scores a predicted answer against gold aliases: the maximum

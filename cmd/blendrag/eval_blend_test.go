@@ -42,33 +42,6 @@ func TestTokenF1AndExactMatchFollowSQuAD(t *testing.T) {
 	}
 }
 
-// TestFirstTokenKLOfHandMadeDistributions checks KL(p ‖ q) on distributions
-// given as log-probabilities (shifted, since logits are defined up to a
-// constant) against values computed by hand (scipy.stats.entropy(p, q)).
-func TestFirstTokenKLOfHandMadeDistributions(t *testing.T) {
-	logits := func(shift float64, probs ...float64) []float32 {
-		out := make([]float32, len(probs))
-		for i, p := range probs {
-			out[i] = float32(math.Log(p) + shift)
-		}
-		return out
-	}
-	tests := []struct {
-		name string
-		p, q []float32
-		want float64
-	}{
-		{"identical", logits(0, 0.2, 0.3, 0.5), logits(7, 0.2, 0.3, 0.5), 0},
-		{"two outcomes", logits(0, 0.5, 0.5), logits(-3, 0.9, 0.1), 0.5*math.Log(0.5/0.9) + 0.5*math.Log(0.5/0.1)},
-		{"three outcomes", logits(2, 0.2, 0.3, 0.5), logits(0, 0.1, 0.6, 0.3), 0.18609796},
-	}
-	for _, tt := range tests {
-		if got := firstTokenKL(tt.p, tt.q); math.Abs(got-tt.want) > 1e-6 {
-			t.Errorf("%s: KL = %.8f, want %.8f", tt.name, got, tt.want)
-		}
-	}
-}
-
 // TestQuantileInterpolatesLikeNumpy checks quantile against numpy.quantile's
 // default (linear) method on worked values.
 func TestQuantileInterpolatesLikeNumpy(t *testing.T) {

@@ -47,6 +47,7 @@ func newRootCommand() *cobra.Command {
 	addEvalCommands(root)
 	addAskCommand(root)
 	addServeCommand(root)
+	addCalibrateCommand(root)
 	return root
 }
 
