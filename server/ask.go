@@ -30,8 +30,12 @@ type AskRequest struct {
 	Retriever string  `json:"retriever,omitempty"` // default hybrid
 	Rerank    bool    `json:"rerank,omitempty"`
 	Mode      string  `json:"mode,omitempty"`  // full, prefix, reuse, cacheblend (default), ape
-	Ratio     float64 `json:"ratio,omitempty"` // CacheBlend's r; 0 means the default
-	MaxTokens int     `json:"max_tokens,omitempty"`
+	Ratio     float64 `json:"ratio,omitempty"` // CacheBlend's r; 0 means the calibrated or default r
+	// RatioAuto lets CacheBlend's loading controller choose r (when Ratio
+	// is 0): the calibrated (or default) r, raised to the ratio whose
+	// recompute time equals the measured KV load time.
+	RatioAuto bool `json:"ratio_auto,omitempty"`
+	MaxTokens int  `json:"max_tokens,omitempty"`
 	// Temperature 0 decodes greedily.
 	Temperature float64 `json:"temperature,omitempty"`
 	Seed        uint64  `json:"seed,omitempty"`
@@ -99,8 +103,16 @@ type RapidTimings struct {
 
 // Answer is the outcome of Ask.
 type Answer struct {
-	Text      string     `json:"answer"`
-	Mode      string     `json:"mode"`
+	Text string `json:"answer"`
+	// Mode is the fusion mode used: the request's, or full when the
+	// calibration found the requested mode unable to meet the fidelity
+	// threshold (Note says so).
+	Mode string `json:"mode"`
+	// Ratio is the CacheBlend ratio used (cacheblend only).
+	Ratio float64 `json:"ratio,omitempty"`
+	// Note explains a decision the service made for the request: a
+	// fallback to full, or the ratio the loading controller chose.
+	Note      string     `json:"note,omitempty"`
 	Citations []Citation `json:"citations"`
 	Timings   Timings    `json:"timings"`
 	Stop      string     `json:"stop"`
@@ -169,9 +181,14 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 	}
 	seg := e.format.Segments(req.Question, texts)
 
-	opt := blend.DefaultOptions(mode)
-	if req.Ratio > 0 {
-		opt.Ratio = req.Ratio
+	chunkRows := 0
+	for _, c := range seg.Chunks {
+		chunkRows += len(c)
+	}
+	opt, note := s.fusion(mode, req.Ratio, req.RatioAuto, chunkRows)
+	ans.Mode, ans.Note = string(opt.Mode), note
+	if opt.Mode == blend.ModeCacheBlend {
+		ans.Ratio = opt.Ratio
 	}
 	res, missing, err := s.fuse(ctx, seg, ids, opt)
 	ans.Timings.KVMissing += missing
@@ -253,6 +270,13 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 		}
 		res, err := blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
 		if ld != nil {
+			if err == nil {
+				rows := 0
+				for _, c := range seg.Chunks {
+					rows += len(c)
+				}
+				e.fid.observe(ld.ReadTime(), rows, ld.Layers(), res.Stats)
+			}
 			ld.Close()
 		}
 		// A value found corrupt while streaming has been dropped by the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/blendrag/blendrag/blend"
@@ -69,6 +70,16 @@ func TestCalibrateChoosesSmallestPassingRatioPersistsAndGatesModes(t *testing.T)
 	if _, err := os.Stat(filepath.Join(dir, CalibrationFile)); err != nil {
 		t.Fatal(err)
 	}
+	ans, err := s.Ask(ctx, AskRequest{Question: "Who built the bridge?", K: 3, MaxTokens: 4}, nil)
+	if err != nil || ans.Mode != "cacheblend" || ans.Ratio != 1 {
+		t.Errorf("Ask after calibration: mode %q ratio %v (%v), want cacheblend at the calibrated r = 1", ans.Mode, ans.Ratio, err)
+	}
+	// That query measured load and compute: auto now has an estimate, and
+	// never goes below the calibrated ratio.
+	ans, err = s.Ask(ctx, AskRequest{Question: "Who built the bridge?", K: 3, MaxTokens: 4, RatioAuto: true}, nil)
+	if err != nil || ans.Ratio != 1 || !strings.HasPrefix(ans.Note, "ratio auto: r = ") {
+		t.Errorf("Ask with ratio auto: ratio %v note %q (%v)", ans.Ratio, ans.Note, err)
+	}
 	s.Close()
 
 	// The calibration survives a reopen; an impossible threshold makes
@@ -89,6 +100,10 @@ func TestCalibrateChoosesSmallestPassingRatioPersistsAndGatesModes(t *testing.T)
 	}
 	if opt, _ := s.fusion(blend.ModeAPE, 0, false, 100); opt.Mode != blend.ModeFull {
 		t.Errorf("uncalibratable ape: %+v, want full", opt)
+	}
+	ans, err = s.Ask(ctx, AskRequest{Question: "Who built the bridge?", K: 3, MaxTokens: 4, Mode: "ape"}, nil)
+	if err != nil || ans.Mode != "full" || !strings.Contains(ans.Note, "answered with full") {
+		t.Errorf("Ask ape when ape cannot meet the threshold: mode %q note %q (%v), want full with a note", ans.Mode, ans.Note, err)
 	}
 	if _, err := s.Calibrate(ctx, CalibrateOptions{Samples: 1, Ratios: []float64{1.5}}, nil); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("ratio 1.5: %v, want ErrBadRequest", err)

@@ -18,15 +18,19 @@ type Readiness struct {
 	Documents int  `json:"documents"`
 	// KV is the background precompute of chunk KV (questions are answered
 	// meanwhile; chunks not precomputed yet are computed on demand).
-	KV           KVProgress `json:"kv_precompute"`
-	IngestQueue  int        `json:"ingest_queue"`
-	ShuttingDown bool       `json:"shutting_down,omitempty"`
-	Error        string     `json:"error,omitempty"`
+	KV          KVProgress `json:"kv_precompute"`
+	IngestQueue int        `json:"ingest_queue"`
+	// Calibration is the fidelity gate's record (blendrag calibrate), or
+	// null when the store is not calibrated for the loaded generator (the
+	// built-in defaults apply).
+	Calibration  *Calibration `json:"calibration"`
+	ShuttingDown bool         `json:"shutting_down,omitempty"`
+	Error        string       `json:"error,omitempty"`
 }
 
 // readiness checks the Service.
 func (h *HTTP) readiness() Readiness {
-	r := Readiness{Generator: "loaded", KV: h.svc.KVProgress(), IngestQueue: h.jobs.depth(), ShuttingDown: h.closing.Load()}
+	r := Readiness{Generator: "loaded", KV: h.svc.KVProgress(), IngestQueue: h.jobs.depth(), ShuttingDown: h.closing.Load(), Calibration: h.svc.Calibration()}
 	if h.svc.eng == nil {
 		r.Generator = "disabled"
 	}

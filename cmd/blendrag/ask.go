@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -18,20 +19,21 @@ import (
 func addAskCommand(root *cobra.Command) {
 	var df dataFlags
 	var req server.AskRequest
-	var ratio string
+	var ratio, serverURL, apiKey string
 	var asJSON bool
 	ask := &cobra.Command{
-		Use:   "ask --data DIR [--k 6] [--mode cacheblend] [--ratio R] QUESTION",
+		Use:   "ask (--data DIR | --server URL) [--k 6] [--mode cacheblend] [--ratio R|auto] QUESTION",
 		Short: "Answer a question from the store's chunks, fusing their cached KV",
 		Long: "ask retrieves the top chunks, loads their precomputed KV (computing what is missing),\n" +
 			"fuses it by --mode (full, prefix, reuse, cacheblend, ape) and streams the answer, then\n" +
-			"prints the chunks used as citations and a timing breakdown.",
+			"prints the chunks used as citations and a timing breakdown. With --server it asks a running\n" +
+			"`blendrag serve` instead of opening --data (same flags, same output).",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch ratio {
 			case "", "default":
 			case "auto":
-				return fmt.Errorf("--ratio auto needs the loading controller's calibration, not wired into ask yet; give a number")
+				req.RatioAuto = true
 			default:
 				r, err := strconv.ParseFloat(ratio, 64)
 				if err != nil || r <= 0 || r > 1 {
@@ -39,20 +41,33 @@ func addAskCommand(root *cobra.Command) {
 				}
 				req.Ratio = r
 			}
-			svc, err := df.open(cmd)
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
 			req.Question = strings.Join(args, " ")
 			out := cmd.OutOrStdout()
-			var emit func(string) error
-			if !asJSON {
-				emit = func(s string) error { _, err := io.WriteString(out, s); return err }
-			}
-			ans, err := svc.Ask(cmd.Context(), req, emit)
-			if err != nil {
-				return err
+			var ans server.Answer
+			if serverURL != "" {
+				if cmd.Flags().Changed("data") {
+					return fmt.Errorf("give --data or --server, not both")
+				}
+				if apiKey == "" {
+					apiKey = os.Getenv("BLENDRAG_API_KEY")
+				}
+				var err error
+				if ans, err = askRemote(cmd.Context(), out, serverURL, apiKey, req, asJSON); err != nil {
+					return err
+				}
+			} else {
+				svc, err := df.open(cmd)
+				if err != nil {
+					return err
+				}
+				defer svc.Close()
+				var emit func(string) error
+				if !asJSON {
+					emit = func(s string) error { _, err := io.WriteString(out, s); return err }
+				}
+				if ans, err = svc.Ask(cmd.Context(), req, emit); err != nil {
+					return err
+				}
 			}
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -69,6 +84,9 @@ func addAskCommand(root *cobra.Command) {
 				fmt.Fprintf(out, "[%d] %s%s (bytes %d–%d): %s\n", c.Index, c.Title, page, c.Chunk.Start, c.Chunk.End, snippet(c.Chunk.Text, 100))
 			}
 			t := ans.Timings
+			if ans.Note != "" {
+				fmt.Fprintf(out, "\nnote: %s", ans.Note)
+			}
 			fmt.Fprintf(out, "\n%s: retrieve %v, KV load %v (%d chunks computed now), recompute %v, first token %v, decode %d tokens at %.1f tok/s\n",
 				ans.Mode, t.Retrieve.Round(time.Millisecond), t.KVLoad.Round(time.Millisecond), t.KVMissing,
 				t.Recompute.Round(time.Millisecond), t.FirstToken.Round(time.Millisecond), t.Tokens, t.TokensPerS)
@@ -88,7 +106,9 @@ func addAskCommand(root *cobra.Command) {
 	ask.Flags().StringVar(&req.Retriever, "retriever", server.RetrieverHybrid, "bm25, dense, cur or hybrid")
 	ask.Flags().BoolVar(&req.Rerank, "rerank", false, "rerank with the exact cross-encoder")
 	ask.Flags().StringVar(&req.Mode, "mode", "cacheblend", "full, prefix, reuse, cacheblend or ape")
-	ask.Flags().StringVar(&ratio, "ratio", "", "CacheBlend recompute ratio in (0, 1] (default 0.15)")
+	ask.Flags().StringVar(&ratio, "ratio", "", "CacheBlend recompute ratio in (0, 1], or auto for the loading controller (default: the calibrated ratio, else 0.15)")
+	ask.Flags().StringVar(&serverURL, "server", "", "ask a running blendrag serve at this URL instead of opening --data")
+	ask.Flags().StringVar(&apiKey, "api-key", "", "API key for --server (default $BLENDRAG_API_KEY)")
 	ask.Flags().IntVar(&req.MaxTokens, "max-tokens", server.DefaultMaxTokens, "maximum answer tokens")
 	ask.Flags().Float64Var(&req.Temperature, "temperature", 0, "sampling temperature (0: greedy)")
 	ask.Flags().Uint64Var(&req.Seed, "seed", 0, "sampling seed")
