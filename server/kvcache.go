@@ -21,7 +21,9 @@ import (
 // a question needs it (not computed yet, evicted, corrupt) is computed then.
 const IndexKV = "kv"
 
-// KVProgress reports the background KV precompute.
+// KVProgress reports the background precompute: each chunk's KV and, with
+// the KV-cached cross-encoder, its CUR column right after (a chunk counts
+// as done when both are).
 type KVProgress struct {
 	Done    int           `json:"done"`    // chunks computed since Open
 	Total   int           `json:"total"`   // Done + chunks waiting
