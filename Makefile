@@ -2,6 +2,7 @@
 
 GO   ?= go
 DATA ?= ./data
+ADDR ?= 127.0.0.1:8080
 BIN  := bin/blendrag
 
 .PHONY: build models test run fmt
@@ -19,9 +20,9 @@ test: models
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
-## run: until the HTTP server lands (the product issue), a streamed demo completion
+## run: serve the API and the web UI on $(ADDR) over the store in $(DATA)
 run: models build
-	$(BIN) generate --chat --stats --prompt "$(or $(PROMPT),What is retrieval-augmented generation?)"
+	$(BIN) serve --data $(DATA) --addr $(ADDR)
 
 ## fmt: gofmt every package
 fmt:
