@@ -25,8 +25,10 @@ const IndexKV = "kv"
 // the KV-cached cross-encoder, its CUR column right after (a chunk counts
 // as done when both are).
 type KVProgress struct {
-	Done    int           `json:"done"`    // chunks computed since Open
-	Total   int           `json:"total"`   // Done + chunks waiting
+	// Done counts the steps made since Open — a chunk's KV, or (after
+	// every chunk's KV) a chunk's CUR column; Total is Done + steps waiting.
+	Done    int           `json:"done"`
+	Total   int           `json:"total"`
 	Running bool          `json:"running"` // a chunk is being computed now
 	ETA     time.Duration `json:"eta_ns"`  // from the mean time per chunk so far
 	Err     string        `json:"error,omitempty"`
@@ -171,24 +173,35 @@ func (s *Service) pendingWork() ([]chunkRecord, error) {
 	return out, err
 }
 
-// precomputeSome computes the KV of pending chunks one at a time, each
-// followed by its CUR column, yielding the model to queries between chunks
-// (and between the cross-encoder's questions). It returns how many chunks
-// it processed.
+// precomputeSome computes the KV of every pending chunk, one at a time,
+// and then, with background CUR columns, the missing CUR columns —
+// KV first, because questions need it and the columns only refine search.
+// It yields the model to queries between chunks (and between the
+// cross-encoder's questions). It returns how many steps it made.
 func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 	e := s.eng
 	todo, err := s.pendingWork()
 	if err != nil {
 		return 0, err
 	}
+	bg := s.curInBackground()
+	var needKV, needCUR []chunkRecord
+	for _, rec := range todo {
+		if !rec.Indexes[IndexKV] {
+			needKV = append(needKV, rec)
+		}
+		if bg && !rec.Indexes[IndexCUR] {
+			needCUR = append(needCUR, rec)
+		}
+	}
 	e.pmu.Lock()
-	e.progress.Total = e.progress.Done + len(todo)
+	e.progress.Total = e.progress.Done + len(needKV) + len(needCUR)
 	e.progress.Err = ""
 	e.pmu.Unlock()
 	n := 0
-	for _, rec := range todo {
+	step := func(work func() error) error {
 		if ctx.Err() != nil {
-			return n, ctx.Err()
+			return ctx.Err()
 		}
 		for e.waiting.Load() > 0 { // queries first
 			time.Sleep(5 * time.Millisecond)
@@ -197,15 +210,7 @@ func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 		e.pmu.Lock()
 		e.progress.Running = true
 		e.pmu.Unlock()
-		var err error
-		if !rec.Indexes[IndexKV] {
-			e.mu.Lock()
-			err = s.computeChunkKV(rec.ID, rec.Text)
-			e.mu.Unlock()
-		}
-		if err == nil && s.curInBackground() && !rec.Indexes[IndexCUR] {
-			err = s.addCURColumn(ctx, rec.ID)
-		}
+		err := work()
 		e.pmu.Lock()
 		e.progress.Running = false
 		if err == nil {
@@ -215,10 +220,24 @@ func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 			e.progress.ETA = e.spent / time.Duration(e.progress.Done) * time.Duration(max(left, 0))
 		}
 		e.pmu.Unlock()
-		if err != nil {
+		if err == nil {
+			n++
+		}
+		return err
+	}
+	for _, rec := range needKV {
+		if err := step(func() error {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return s.computeChunkKV(rec.ID, rec.Text)
+		}); err != nil {
 			return n, err
 		}
-		n++
+	}
+	for _, rec := range needCUR {
+		if err := step(func() error { return s.addCURColumn(ctx, rec.ID) }); err != nil {
+			return n, err
+		}
 	}
 	return n, nil
 }
@@ -415,10 +434,34 @@ func (s *Service) closeEngine() error {
 
 // KVPending counts committed chunks whose KV has never been computed.
 func (s *Service) KVPending() int {
+	return s.countPending(s.pendingKV)
+}
+
+// CURPending is the number of committed chunks whose CUR column the
+// background precompute has yet to compute (0 when CUR columns are not
+// computed in the background), or -1 if the catalog cannot be read.
+func (s *Service) CURPending() int {
+	if s.eng == nil || !s.curInBackground() {
+		return 0
+	}
+	return s.countPending(func() ([]chunkRecord, error) {
+		var out []chunkRecord
+		err := s.cat.chunks(func(rec chunkRecord) bool {
+			if rec.Indexes[IndexBM25] && len(rec.Refs) > 0 && !rec.Indexes[IndexCUR] {
+				out = append(out, rec)
+			}
+			return true
+		})
+		return out, err
+	})
+}
+
+// countPending is len(list()), 0 without a generator, -1 on error.
+func (s *Service) countPending(list func() ([]chunkRecord, error)) int {
 	if s.eng == nil {
 		return 0
 	}
-	todo, err := s.pendingKV()
+	todo, err := list()
 	if err != nil {
 		return -1
 	}

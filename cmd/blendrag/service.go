@@ -87,7 +87,9 @@ func addServiceCommands(root *cobra.Command) {
 		Short: "Search the indexed chunks (bm25, dense, cur or hybrid)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sf.noGenerator = true // retrieval only
+			// The cross-encoder (CUR, hybrid's CUR leg, rerank) runs on the
+			// generator; BM25 and dense search do not need it.
+			sf.noGenerator = (req.Retriever == server.RetrieverBM25 || req.Retriever == server.RetrieverDense) && !req.Rerank
 			svc, err := sf.open(cmd)
 			if err != nil {
 				return err
@@ -298,16 +300,25 @@ func waitKV(cmd *cobra.Command, svc *server.Service) error {
 	stderr := cmd.ErrOrStderr()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
+	total := -1
 	for {
 		p := svc.KVProgress()
 		if p.Err != "" {
 			return fmt.Errorf("chunk KV precompute: %s", p.Err)
 		}
-		if p.Done >= p.Total && !p.Running && svc.KVPending() == 0 {
-			fmt.Fprintf(stderr, "\rchunk KV: %d chunks computed%20s\n", p.Done, "")
+		left := svc.KVPending()
+		if left < 0 {
+			return fmt.Errorf("chunk KV precompute: cannot read the catalog")
+		}
+		total = max(total, left)
+		if left == 0 {
+			fmt.Fprintf(stderr, "\rchunk KV: every chunk's KV is computed%20s\n", "")
+			if n := svc.CURPending(); n > 0 {
+				fmt.Fprintf(stderr, "CUR columns: %d chunks left; they are computed in the background whenever the store is open (blendrag serve)\n", n)
+			}
 			return nil
 		}
-		fmt.Fprintf(stderr, "\rchunk KV: %d/%d chunks, ETA %v   ", p.Done, p.Total, p.ETA.Round(time.Second))
+		fmt.Fprintf(stderr, "\rchunk KV: %d/%d chunks   ", total-left, total)
 		select {
 		case <-cmd.Context().Done():
 			fmt.Fprintln(stderr, "\ninterrupted: the precompute resumes on the next run")
