@@ -172,12 +172,22 @@ func TestCUDAForwardMatchesCPU(t *testing.T) {
 	}
 }
 
-// TestCUDASmolLM2FirstTokenMatchesCPU: the default model's next-token
-// logits after a 200-token prompt, GPU vs CPU, within 1e-2 of the largest
-// logit (30 layers of rounding differences), same argmax.
-func TestCUDASmolLM2FirstTokenMatchesCPU(t *testing.T) {
-	if cuda.Emulated() {
-		t.Skip("too slow in the CPU emulation")
+// TestCUDASmolLM2LogitsMatchCPU: the default model's logits at every
+// position of a 45-token prompt, GPU vs CPU. Over 30 layers the occasional
+// activation that crosses a Q8 rounding boundary (from attention's and
+// SwiGLU's last-bit differences) changes that row by a quantisation step and
+// spreads through attention — the same mechanism that separates this engine
+// from llama.cpp (TestLogitsMatchLlamaCpp: p99 |Δlogit| 0.78, mean KL
+// 2.1e-3). Measured in the CPU emulation (cudaemu): over the 52 positions
+// max |Δlogit| 1.01, mean KL(CPU‖GPU) 4.3e-3, no top-1 change; on a shorter
+// prompt layers 0–2 came out bitwise identical and the first differences
+// appeared at layer 3 in 2 of 20 rows. Bounds, about twice that: mean KL
+// ≤ 1e-2 nats, max |Δlogit| ≤ 2, the same top-1 wherever the CPU's margin
+// exceeds 0.5. A wrong kernel (a wrong row, position or head) moves the
+// distribution by far more.
+func TestCUDASmolLM2LogitsMatchCPU(t *testing.T) {
+	if cuda.Emulated() && os.Getenv("BLENDRAG_CUDAEMU_FULL") == "" {
+		t.Skip("slow in the CPU emulation; set BLENDRAG_CUDAEMU_FULL=1 to run it")
 	}
 	path := fetch.GeneratorPath(fetch.Dir())
 	if _, err := os.Stat(path); err != nil {
@@ -194,15 +204,57 @@ func TestCUDASmolLM2FirstTokenMatchesCPU(t *testing.T) {
 		"Question: what is given to the model as context?"
 	tokens := m.Tok.Encode(text, false)
 	pos := model.Positions(0, len(tokens))
-	want, err := m.Forward(model.NewKV(m.Config), tokens, pos, false)
+	want, err := m.Forward(model.NewKV(m.Config), tokens, pos, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := gpu.Forward(model.NewKV(m.Config), tokens, pos, false)
+	got, err := gpu.Forward(model.NewKV(m.Config), tokens, pos, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	compareLogits(t, "SmolLM2 first token", got, want, m.Config.Vocab, 1e-2)
+	V := m.Config.Vocab
+	var klSum, worst float64
+	for r := range tokens {
+		g, w := got[r*V:(r+1)*V], want[r*V:(r+1)*V]
+		klSum += klDivergence(w, g)
+		for i := range w {
+			worst = max(worst, math.Abs(float64(g[i]-w[i])))
+		}
+		top, second := argmax2(w)
+		if w[top]-w[second] > 0.5 && argmax(g) != top {
+			t.Errorf("position %d: GPU top-1 %d, CPU %d (margin %g)", r, argmax(g), top, w[top]-w[second])
+		}
+	}
+	meanKL := klSum / float64(len(tokens))
+	t.Logf("%d positions: max |Δlogit| %.4f, mean KL(CPU‖GPU) %.2e, last position KL %.2e", len(tokens), worst, meanKL, klDivergence(want[(len(tokens)-1)*V:], got[(len(tokens)-1)*V:]))
+	if meanKL > 1e-2 || math.IsNaN(meanKL) {
+		t.Errorf("mean KL %.2e > 1e-2", meanKL)
+	}
+	if worst > 2 || math.IsNaN(worst) {
+		t.Errorf("max |Δlogit| %.4f > 2", worst)
+	}
+}
+
+// klDivergence is KL(softmax(p)‖softmax(q)) in nats, in float64.
+func klDivergence(p, q []float32) float64 {
+	lse := func(x []float32) float64 {
+		m := math.Inf(-1)
+		for _, v := range x {
+			m = max(m, float64(v))
+		}
+		var s float64
+		for _, v := range x {
+			s += math.Exp(float64(v) - m)
+		}
+		return m + math.Log(s)
+	}
+	lp, lq := lse(p), lse(q)
+	var kl float64
+	for i := range p {
+		a, b := float64(p[i])-lp, float64(q[i])-lq
+		kl += math.Exp(a) * (a - b)
+	}
+	return kl
 }
 
 // blendSteps runs a CacheBlend-like sequence of pass steps over rows
