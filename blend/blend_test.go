@@ -314,7 +314,7 @@ func TestAPEGenerateKeepsGroupingForGeneratedRows(t *testing.T) {
 		// The step's logits themselves, against the batched pass.
 		res2 := f.prefill(t, Options{Mode: ModeAPE, T: 0.8, S: 0.7})
 		for i, tok := range g.Tokens[:len(g.Tokens)-1] {
-			logits, err := stepGrouped(m, res2.KV, res2.Groups, tok)
+			logits, err := extend(m, res2.KV, res2.Groups, []int32{tok}, false)
 			if err != nil {
 				t.Fatal(err)
 			}

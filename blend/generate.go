@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/blendrag/blendrag/kernels"
 	"github.com/blendrag/blendrag/model"
 )
 
@@ -26,37 +25,6 @@ func Generate(ctx context.Context, m *model.Model, r *Result, opt model.Generate
 		return m.Generate(ctx, r.KV, r.Logits, opt, emit)
 	}
 	return generateGrouped(ctx, m, r, opt, emit)
-}
-
-// stepGrouped appends token after the last row of kv in key group 0 of g,
-// computes it and returns its next-token logits. On error kv and g are left
-// as they were.
-func stepGrouped(m *model.Model, kv *model.KV, g *kernels.KeyGroups, token int32) ([]float32, error) {
-	n := kv.Len()
-	pos := model.NextPos(kv)
-	if int(pos) >= m.Config.Context {
-		return nil, fmt.Errorf("blend: position %d exceeds the context length %d", pos, m.Config.Context)
-	}
-	row := kv.Grow([]int32{token}, []int32{pos})
-	g.Of = append(g.Of, 0)
-	fail := func(err error) ([]float32, error) {
-		kv.Truncate(n)
-		g.Of = g.Of[:n]
-		return nil, fmt.Errorf("blend: decode step: %w", err)
-	}
-	p, err := m.NewPass(kv, []int{row})
-	if err != nil {
-		return fail(err)
-	}
-	p.Groups = g
-	for l := range m.Config.Layers {
-		if err := p.Layer(l); err != nil {
-			return fail(err)
-		}
-	}
-	logits := make([]float32, m.Config.Vocab)
-	p.Logits(logits, []int{0})
-	return logits, nil
 }
 
 // generateGrouped is the decode loop for a context with key groups.
@@ -105,7 +73,7 @@ func generateGrouped(ctx context.Context, m *model.Model, r *Result, opt model.G
 			g.Reason = model.StopContext
 			break
 		}
-		if logits, err = stepGrouped(m, r.KV, r.Groups, tok); err != nil {
+		if logits, err = extend(m, r.KV, r.Groups, []int32{tok}, false); err != nil {
 			g.Text = out.text.String()
 			return g, err
 		}
