@@ -256,43 +256,7 @@ const prefillBatch = 256
 // position), and returns the logits of the last new row, or of every new row
 // when all is true ([n × Vocab]). On error kv is left as it was.
 func (m *Model) Forward(kv *KV, tokens, pos []int32, all bool) ([]float32, error) {
-	if len(tokens) == 0 || len(tokens) != len(pos) {
-		return nil, fmt.Errorf("model: Forward needs as many positions as tokens (got %d and %d)", len(tokens), len(pos))
-	}
-	ascending := true
-	for i, p := range pos {
-		if p < 0 || int(p) >= m.Config.Context {
-			return nil, fmt.Errorf("model: position %d exceeds the model's context length %d", p, m.Config.Context)
-		}
-		if i > 0 && p <= pos[i-1] {
-			ascending = false
-		}
-	}
-	batch := len(tokens)
-	if ascending {
-		batch = prefillBatch
-	}
-	start := kv.Len()
-	var out []float32
-	for lo := 0; lo < len(tokens); lo += batch {
-		hi := min(lo+batch, len(tokens))
-		first := kv.Grow(tokens[lo:hi], pos[lo:hi])
-		rows := make([]int, hi-lo)
-		for i := range rows {
-			rows[i] = first + i
-		}
-		logits, err := m.Recompute(kv, rows, all)
-		if err != nil {
-			kv.Truncate(start)
-			return nil, err
-		}
-		if all {
-			out = append(out, logits...)
-		} else {
-			out = logits
-		}
-	}
-	return out, nil
+	return m.appendRows(kv, tokens, pos, all, m.Recompute)
 }
 
 // Recompute recomputes cache rows rows (ascending) through every layer,
@@ -305,21 +269,7 @@ func (m *Model) Recompute(kv *KV, rows []int, all bool) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	for l := range m.Layers {
-		if err := p.Layer(l); err != nil {
-			return nil, err
-		}
-	}
-	sel := []int{p.N() - 1}
-	if all {
-		sel = make([]int, p.N())
-		for i := range sel {
-			sel[i] = i
-		}
-	}
-	logits := make([]float32, len(sel)*m.Config.Vocab)
-	p.Logits(logits, sel)
-	return logits, nil
+	return recomputeWith(m, cpuPass{p}, all)
 }
 
 // Positions returns the positions start, start+1, …, start+n−1.
