@@ -61,6 +61,7 @@ func addBenchCommands(root *cobra.Command) {
 	bench := &cobra.Command{Use: "bench", Short: "Benchmarks (print JSON)"}
 	bench.AddCommand(engineBenchCommand(), kernelsBenchCommand())
 	addKVBenchCommands(bench)
+	addKVDataBenchCommand(bench)
 	addHTTPBenchCommand(bench)
 	root.AddCommand(bench)
 }
