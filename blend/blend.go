@@ -54,6 +54,11 @@ type Options struct {
 	Gradual bool
 	// T and S are APE's temperature and LSE scale; 0 means the default 0.9.
 	T, S float64
+	// Backend is the device Prefill computes on (model.Model.OpenBackend;
+	// it must run Prefill's model); nil means the model's own CPU forward
+	// pass. The Result keeps it, and Generate, Result.Extend and Rapid
+	// decode on it.
+	Backend model.Backend
 }
 
 // DefaultOptions returns the options of mode with the default parameters.
@@ -154,7 +159,10 @@ type Result struct {
 	KV     *model.KV          // the fused context (P, chunks, Q)
 	Logits []float32          // next-token logits after the last question row
 	Groups *kernels.KeyGroups // APE's key grouping, covering KV's rows (nil for other modes)
-	Stats  Stats
+	// Backend is the device that computed the context and that Generate,
+	// Extend and Rapid continue on (Options.Backend); nil: the CPU.
+	Backend model.Backend
+	Stats   Stats
 }
 
 // Prefill builds the fused context for seg in opt.Mode and returns it with
@@ -189,16 +197,32 @@ func prefill(ctx context.Context, m *model.Model, seg Segments, prefix *model.KV
 	if trace == nil {
 		trace = func(string, int) {}
 	}
+	b, err := backendFor(m, opt.Backend)
+	if err != nil {
+		return nil, err
+	}
+	var res *Result
 	switch opt.Mode {
 	case ModeFull:
-		return prefillAll(ctx, m, model.NewKV(m.Config), seg.Tokens())
+		res, err = prefillAll(ctx, b, model.NewKV(m.Config), seg.Tokens())
 	case ModePrefix:
-		return prefillAll(ctx, m, prefix.Clone(), seg.Tokens()[len(seg.Prefix):])
+		res, err = prefillAll(ctx, b, prefix.Clone(), seg.Tokens()[len(seg.Prefix):])
+	default:
+		res, err = fuse(ctx, b, seg, prefix, src, opt, trace)
 	}
+	if err != nil {
+		return nil, err
+	}
+	res.Backend = opt.Backend
+	return res, nil
+}
+
+// fuse builds the context of reuse, cacheblend and ape on backend b.
+func fuse(ctx context.Context, b model.Backend, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*Result, error) {
 	if src == nil {
 		return nil, fmt.Errorf("blend: mode %s needs a source of chunk KV", opt.Mode)
 	}
-	f, err := newFuser(m, seg, prefix, src, opt, trace)
+	f, err := newFuser(b, seg, prefix, src, opt, trace)
 	if err != nil {
 		return nil, err
 	}
@@ -214,17 +238,17 @@ func prefill(ctx context.Context, m *model.Model, seg Segments, prefix *model.KV
 	return &f.res, nil
 }
 
-// prefillAll prefills tokens after the rows of kv (which it extends).
-func prefillAll(ctx context.Context, m *model.Model, kv *model.KV, tokens []int32) (*Result, error) {
+// prefillAll prefills tokens after the rows of kv (which it extends) on b.
+func prefillAll(ctx context.Context, b model.Backend, kv *model.KV, tokens []int32) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	logits, err := m.Forward(kv, tokens, model.Positions(kv.Len(), len(tokens)), false)
+	logits, err := b.Forward(kv, tokens, model.Positions(kv.Len(), len(tokens)), false)
 	if err != nil {
 		return nil, fmt.Errorf("blend: prefill of %d tokens: %w", len(tokens), err)
 	}
-	st := Stats{Rows: kv.Len(), Compute: time.Since(start), Computed: make([]int, m.Config.Layers)}
+	st := Stats{Rows: kv.Len(), Compute: time.Since(start), Computed: make([]int, b.Model().Config.Layers)}
 	for l := range st.Computed {
 		st.Computed[l] = len(tokens)
 	}
@@ -236,6 +260,7 @@ func prefillAll(ctx context.Context, m *model.Model, kv *model.KV, tokens []int3
 // filled layer by layer from the source), then Q's rows.
 type fuser struct {
 	m     *model.Model
+	b     model.Backend // computes m's layers
 	src   Source
 	opt   Options
 	trace tracer
@@ -251,13 +276,14 @@ type fuser struct {
 // to its place (nil cos when the chunk does not move).
 type shift struct{ cos, sin []float32 }
 
-func newFuser(m *model.Model, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*fuser, error) {
+func newFuser(b model.Backend, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*fuser, error) {
+	m := b.Model()
 	c := m.Config
 	rope, err := kernels.NewRoPETable(c.HeadDim, c.RopeBase, c.RopeNeox, nil)
 	if err != nil {
 		return nil, fmt.Errorf("blend: %w", err)
 	}
-	f := &fuser{m: m, src: src, opt: opt, trace: trace, kv: prefix.Clone(), rope: rope}
+	f := &fuser{m: m, b: b, src: src, opt: opt, trace: trace, kv: prefix.Clone(), rope: rope}
 	np := prefix.Len()
 	next, longest := np, 0
 	for _, ch := range seg.Chunks {
@@ -350,17 +376,17 @@ func (f *fuser) load(l int) error {
 // questionOnly computes only the question rows over the loaded chunk KV
 // (reuse and ape).
 func (f *fuser) questionOnly(ctx context.Context) error {
-	p, err := f.m.NewPass(f.kv, rowRange(f.qStart(), f.kv.Len()))
+	p, err := f.b.NewPass(f.kv, rowRange(f.qStart(), f.kv.Len()))
 	if err != nil {
 		return fmt.Errorf("blend: %w", err)
 	}
-	p.Groups = f.res.Groups
+	p.SetGroups(f.res.Groups)
 	return f.run(ctx, p, p.Layer)
 }
 
 // run computes every layer of p with layer, each right after loading that
 // layer's chunk KV, then the logits of p's last row.
-func (f *fuser) run(ctx context.Context, p *model.Pass, layer func(l int) error) error {
+func (f *fuser) run(ctx context.Context, p model.LayerPass, layer func(l int) error) error {
 	for l := range f.m.Config.Layers {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -376,15 +402,18 @@ func (f *fuser) run(ctx context.Context, p *model.Pass, layer func(l int) error)
 		f.res.Stats.Computed[l] = p.N()
 		f.res.Stats.Compute += time.Since(t0)
 	}
-	f.logits(p)
-	return nil
+	return f.logits(p)
 }
 
-func (f *fuser) logits(p *model.Pass) {
+// logits computes the logits of p's last row into the result.
+func (f *fuser) logits(p model.LayerPass) error {
 	t0 := time.Now()
 	f.res.Logits = make([]float32, f.m.Config.Vocab)
-	p.Logits(f.res.Logits, []int{p.N() - 1})
+	if err := p.Logits(f.res.Logits, []int{p.N() - 1}); err != nil {
+		return fmt.Errorf("blend: logits: %w", err)
+	}
 	f.res.Stats.Compute += time.Since(t0)
+	return nil
 }
 
 // cacheBlend runs DESIGN.md's CacheBlend variant over the chunk and question
@@ -395,34 +424,40 @@ func (f *fuser) logits(p *model.Pass) {
 // selected rows are written and computed, each attending by position to the
 // context as it stands (fresh K/V for selected rows, cache for the others).
 func (f *fuser) cacheBlend(ctx context.Context) error {
-	p, err := f.m.NewPass(f.kv, rowRange(f.chunkStart[0], f.kv.Len()))
+	p, err := f.b.NewPass(f.kv, rowRange(f.chunkStart[0], f.kv.Len()))
 	if err != nil {
 		return fmt.Errorf("blend: %w", err)
 	}
 	nChunk := f.qStart() - f.chunkStart[0]
 	r := f.opt.Ratio
 	err = f.run(ctx, p, func(l int) error {
-		p.QKV(l)
+		if err := p.QKV(l); err != nil {
+			return err
+		}
 		switch {
 		case l == 0:
-			p.WriteKV(l, f.questionIndices(p))
+			err = p.WriteKV(l, f.questionIndices(p))
 		case l == 1 || (l == 2 && f.opt.Gradual):
 			frac := r
 			if l == 1 && f.opt.Gradual {
 				frac = min(1, 2*r)
 			}
 			sel := f.selectRows(p, l, ceilRows(frac, nChunk))
-			p.WriteKV(l, sel)
-			p.Keep(sel)
+			if err = p.WriteKV(l, sel); err == nil {
+				err = p.Keep(sel)
+			}
 		default:
-			p.WriteKV(l, nil)
+			err = p.WriteKV(l, nil)
+		}
+		if err != nil {
+			return err
 		}
 		return p.AttendMLP(l)
 	})
 	if err != nil {
 		return err
 	}
-	for _, row := range p.Rows {
+	for _, row := range p.Rows() {
 		if row < f.qStart() {
 			f.res.Stats.Selected = append(f.res.Stats.Selected, row)
 		}
@@ -435,10 +470,10 @@ func ceilRows(frac float64, n int) int {
 	return min(n, int(math.Ceil(frac*float64(n)-1e-9)))
 }
 
-// questionIndices returns the indices into p.Rows of the question rows.
-func (f *fuser) questionIndices(p *model.Pass) []int {
+// questionIndices returns the indices into p.Rows() of the question rows.
+func (f *fuser) questionIndices(p model.LayerPass) []int {
 	var idx []int
-	for i, row := range p.Rows {
+	for i, row := range p.Rows() {
 		if row >= f.qStart() {
 			idx = append(idx, i)
 		}
@@ -446,22 +481,23 @@ func (f *fuser) questionIndices(p *model.Pass) []int {
 	return idx
 }
 
-// selectRows returns, ascending, the indices into p.Rows of the k chunk rows
+// selectRows returns, ascending, the indices into p.Rows() of the k chunk rows
 // whose fresh values at layer l deviate most from the context's values
 // (d_j = ‖V_new[j] − V_old[j]‖², ties to the earlier row) and of every
 // question row.
-func (f *fuser) selectRows(p *model.Pass, l, k int) []int {
+func (f *fuser) selectRows(p model.LayerPass, l, k int) []int {
 	d := f.kv.KVDim
 	type dev struct {
 		i int
 		d float64
 	}
 	var devs []dev
-	for i, row := range p.Rows {
+	freshV := p.FreshV()
+	for i, row := range p.Rows() {
 		if row >= f.qStart() {
 			break
 		}
-		fresh, old := p.V[i*d:(i+1)*d], f.kv.V[l][row*d:(row+1)*d]
+		fresh, old := freshV[i*d:(i+1)*d], f.kv.V[l][row*d:(row+1)*d]
 		var s float64
 		for j := range fresh {
 			x := float64(fresh[j] - old[j])
@@ -470,7 +506,7 @@ func (f *fuser) selectRows(p *model.Pass, l, k int) []int {
 		devs = append(devs, dev{i, s})
 	}
 	slices.SortStableFunc(devs, func(a, b dev) int { return cmp.Compare(b.d, a.d) })
-	sel := make([]int, 0, k+len(p.Rows)-len(devs))
+	sel := make([]int, 0, k+p.N()-len(devs))
 	for _, x := range devs[:min(k, len(devs))] {
 		sel = append(sel, x.i)
 	}

@@ -314,7 +314,7 @@ func TestAPEGenerateKeepsGroupingForGeneratedRows(t *testing.T) {
 		// The step's logits themselves, against the batched pass.
 		res2 := f.prefill(t, Options{Mode: ModeAPE, T: 0.8, S: 0.7})
 		for i, tok := range g.Tokens[:len(g.Tokens)-1] {
-			logits, err := extend(m, res2.KV, res2.Groups, []int32{tok}, false)
+			logits, err := res2.Extend(m, []int32{tok}, false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -463,4 +463,58 @@ func TestAPEGroupsFollowTheDesignFormula(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestExplicitCPUBackendIsBitwiseTheDefault: Options.Backend set to the
+// model's CPU backend gives exactly the results of the default (nil), for
+// every mode, including the next decode step on the Result's backend; a
+// backend of another model is refused.
+func TestExplicitCPUBackendIsBitwiseTheDefault(t *testing.T) {
+	forSpecs(t, func(t *testing.T, m *model.Model) {
+		cpu, err := m.OpenBackend("cpu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFixture(t, m, 31, 8, 11)
+		for _, mode := range Modes {
+			want := f.prefill(t, DefaultOptions(mode))
+			opt := DefaultOptions(mode)
+			opt.Backend = cpu
+			got := f.prefill(t, opt)
+			if !bitsEqual(got.Logits, want.Logits) || !slices.Equal(got.Stats.Selected, want.Stats.Selected) || got.Backend != cpu {
+				t.Fatalf("%s: the explicit CPU backend's result differs from the default's", mode)
+			}
+			for l := range want.KV.K {
+				if !bitsEqual(got.KV.K[l], want.KV.K[l]) || !bitsEqual(got.KV.V[l], want.KV.V[l]) {
+					t.Fatalf("%s: layer %d cache differs", mode, l)
+				}
+			}
+			tok := []int32{model.Argmax(want.Logits)}
+			wantNext, err := want.Extend(m, tok, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotNext, err := got.Extend(m, tok, false)
+			if err != nil || !bitsEqual(gotNext, wantNext) {
+				t.Fatalf("%s: next step on the explicit CPU backend differs (err %v)", mode, err)
+			}
+		}
+		other := modeltest.New(t, modeltest.Spec{Layers: 1, Dim: 32, Heads: 2, KVHeads: 2, FFN: 64, Seed: 99, Weights: kernels.F32})
+		ob, err := other.OpenBackend("cpu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt := DefaultOptions(ModeCacheBlend)
+		opt.Backend = ob
+		if _, err := Prefill(context.Background(), m, f.seg, f.prefix, MemorySource(f.chunks), opt); err == nil {
+			t.Fatal("a backend of another model was accepted")
+		}
+		if _, err := EncodeChunkOn(ob, m, f.prefix, f.seg.Chunks[0]); err == nil {
+			t.Fatal("EncodeChunkOn accepted a backend of another model")
+		}
+	})
+}
+
+func bitsEqual(a, b []float32) bool {
+	return slices.EqualFunc(a, b, func(x, y float32) bool { return math.Float32bits(x) == math.Float32bits(y) })
 }

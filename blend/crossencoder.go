@@ -24,6 +24,11 @@ type CrossEncoderOptions struct {
 	// it. It is taken per chunk load and per question forward, so other
 	// users of the model wait for one question at most.
 	Lock func() (unlock func())
+	// Backend is the device the question rows are computed on (it must run
+	// the cross-encoder's model); nil means the model's CPU forward pass.
+	// A device backend is not safe for concurrent use: concurrent callers
+	// must serialise with Lock.
+	Backend model.Backend
 }
 
 // CrossEncoder scores how well a chunk answers a question with the
@@ -42,6 +47,7 @@ type CrossEncoderOptions struct {
 // retrieval/cur.CrossEncoder's.
 type CrossEncoder struct {
 	m      *model.Model
+	b      model.Backend // computes the question rows
 	format *Format
 	prefix *model.KV
 	lookup KVLookup
@@ -67,11 +73,15 @@ func NewCrossEncoder(m *model.Model, f *Format, prefix *model.KV, lookup KVLooku
 	if err := checkPrefixKV(m, prefix, f.Prefix()); err != nil {
 		return nil, err
 	}
+	b, err := backendFor(m, opt.Backend)
+	if err != nil {
+		return nil, err
+	}
 	lock := opt.Lock
 	if lock == nil {
 		lock = func() func() { return func() {} }
 	}
-	return &CrossEncoder{m: m, format: f, prefix: prefix.Clone(), lookup: lookup, lock: lock}, nil
+	return &CrossEncoder{m: m, b: b, format: f, prefix: prefix.Clone(), lookup: lookup, lock: lock}, nil
 }
 
 func (c *CrossEncoder) getWorkspace() *workspace {
@@ -281,22 +291,22 @@ func (c *CrossEncoder) checkChunk(kv *model.KV) error {
 func (c *CrossEncoder) scoreLoaded(w *workspace, qt questionTokens) (float32, error) {
 	base := w.kv.Len()
 	defer w.kv.Truncate(base)
-	return scoreAfter(c.m, w.kv, qt, &w.logits)
+	return scoreAfter(c.b, w.kv, qt, &w.logits)
 }
 
 // scoreAfter appends the question's rows (all but its last token, whose
 // successor is not scored) to kv at the positions after kv's last row,
 // runs them through every layer and returns the mean log-probability of
 // qt.toks[qt.first:]. logits is scratch, grown as needed.
-func scoreAfter(m *model.Model, kv *model.KV, qt questionTokens, logits *[]float32) (float32, error) {
-	cfg := m.Config
+func scoreAfter(b model.Backend, kv *model.KV, qt questionTokens, logits *[]float32) (float32, error) {
+	cfg := b.Model().Config
 	start := int(kv.Pos[kv.Len()-1]) + 1
 	rows := qt.toks[:len(qt.toks)-1]
 	if start+len(rows) > cfg.Context {
 		return 0, fmt.Errorf("question rows reach position %d, the model has %d", start+len(rows), cfg.Context)
 	}
 	first := kv.Grow(rows, model.Positions(start, len(rows)))
-	p, err := m.NewPass(kv, rowRange(first, kv.Len()))
+	p, err := b.NewPass(kv, rowRange(first, kv.Len()))
 	if err != nil {
 		return 0, err
 	}
@@ -313,7 +323,9 @@ func scoreAfter(m *model.Model, kv *model.KV, qt questionTokens, logits *[]float
 		*logits = make([]float32, n)
 	}
 	out := (*logits)[:n]
-	p.Logits(out, sel)
+	if err := p.Logits(out, sel); err != nil {
+		return 0, err
+	}
 	var sum float64
 	for j, row := range sel {
 		z := out[j*cfg.Vocab : (j+1)*cfg.Vocab]

@@ -9,11 +9,21 @@ import (
 // EncodePrefix prefills the shared prefix P at positions 0..|P|−1 and returns
 // its KV. An empty prefix gives an empty cache.
 func EncodePrefix(m *model.Model, prefix []int32) (*model.KV, error) {
+	return EncodePrefixOn(nil, m, prefix)
+}
+
+// EncodePrefixOn is EncodePrefix computed on backend b (which must run m;
+// nil: the CPU).
+func EncodePrefixOn(b model.Backend, m *model.Model, prefix []int32) (*model.KV, error) {
+	b, err := backendFor(m, b)
+	if err != nil {
+		return nil, err
+	}
 	kv := model.NewKV(m.Config)
 	if len(prefix) == 0 {
 		return kv, nil
 	}
-	if _, err := m.Forward(kv, prefix, model.Positions(0, len(prefix)), false); err != nil {
+	if _, err := b.Forward(kv, prefix, model.Positions(0, len(prefix)), false); err != nil {
 		return nil, fmt.Errorf("blend: encoding prefix: %w", err)
 	}
 	return kv, nil
@@ -23,6 +33,16 @@ func EncodePrefix(m *model.Model, prefix []int32) (*model.KV, error) {
 // P's KV, at positions |P|..|P|+n−1 — and returns only the chunk's rows, which
 // is what the KV store keeps per chunk. prefix is not modified.
 func EncodeChunk(m *model.Model, prefix *model.KV, chunk []int32) (*model.KV, error) {
+	return EncodeChunkOn(nil, m, prefix, chunk)
+}
+
+// EncodeChunkOn is EncodeChunk computed on backend b (which must run m;
+// nil: the CPU).
+func EncodeChunkOn(b model.Backend, m *model.Model, prefix *model.KV, chunk []int32) (*model.KV, error) {
+	b, err := backendFor(m, b)
+	if err != nil {
+		return nil, err
+	}
 	if len(chunk) == 0 {
 		return nil, fmt.Errorf("blend: encoding an empty chunk")
 	}
@@ -31,7 +51,7 @@ func EncodeChunk(m *model.Model, prefix *model.KV, chunk []int32) (*model.KV, er
 	}
 	kv := prefix.Clone()
 	n := prefix.Len()
-	if _, err := m.Forward(kv, chunk, model.Positions(n, len(chunk)), false); err != nil {
+	if _, err := b.Forward(kv, chunk, model.Positions(n, len(chunk)), false); err != nil {
 		return nil, fmt.Errorf("blend: encoding chunk of %d tokens: %w", len(chunk), err)
 	}
 	return kv.Slice(n, kv.Len()), nil

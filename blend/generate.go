@@ -16,19 +16,26 @@ import (
 // grows by the generated rows. With APE's grouping (r.Groups not nil) every
 // generated row joins the plain key group, so later rows attend to the
 // chunks with APE's temperature and scale and to P, Q and earlier generated
-// rows plainly; r.Groups grows with r.KV.
+// rows plainly; r.Groups grows with r.KV. Decoding runs on r.Backend (the
+// CPU when nil; without groups on the CPU it is m.Generate itself).
 func Generate(ctx context.Context, m *model.Model, r *Result, opt model.GenerateOptions, emit func(string) error) (model.Generation, error) {
 	if r == nil || r.KV == nil {
 		return model.Generation{}, fmt.Errorf("blend: Generate from an empty result")
 	}
-	if r.Groups == nil {
+	if r.Groups == nil && onCPU(r.Backend) {
 		return m.Generate(ctx, r.KV, r.Logits, opt, emit)
 	}
-	return generateGrouped(ctx, m, r, opt, emit)
+	b, err := backendFor(m, r.Backend)
+	if err != nil {
+		return model.Generation{}, err
+	}
+	return generateOn(ctx, b, r, opt, emit)
 }
 
-// generateGrouped is the decode loop for a context with key groups.
-func generateGrouped(ctx context.Context, m *model.Model, r *Result, opt model.GenerateOptions, emit func(string) error) (g model.Generation, err error) {
+// generateOn is the decode loop of m.Generate on backend b, for a context
+// with key groups (or on a device).
+func generateOn(ctx context.Context, b model.Backend, r *Result, opt model.GenerateOptions, emit func(string) error) (g model.Generation, err error) {
+	m := b.Model()
 	if opt.MaxTokens <= 0 {
 		return g, fmt.Errorf("blend: max tokens %d must be > 0", opt.MaxTokens)
 	}
@@ -38,8 +45,10 @@ func generateGrouped(ctx context.Context, m *model.Model, r *Result, opt model.G
 	if len(r.Logits) != m.Config.Vocab {
 		return g, fmt.Errorf("blend: Generate needs %d logits, got %d", m.Config.Vocab, len(r.Logits))
 	}
-	if err := r.Groups.Validate(r.KV.Len()); err != nil {
-		return g, fmt.Errorf("blend: %w", err)
+	if r.Groups != nil {
+		if err := r.Groups.Validate(r.KV.Len()); err != nil {
+			return g, fmt.Errorf("blend: %w", err)
+		}
 	}
 	start := time.Now()
 	defer func() { g.Decode = time.Since(start) }()
@@ -73,7 +82,7 @@ func generateGrouped(ctx context.Context, m *model.Model, r *Result, opt model.G
 			g.Reason = model.StopContext
 			break
 		}
-		if logits, err = extend(m, r.KV, r.Groups, []int32{tok}, false); err != nil {
+		if logits, err = extend(b, r.KV, r.Groups, []int32{tok}, false); err != nil {
 			g.Text = out.text.String()
 			return g, err
 		}

@@ -162,7 +162,7 @@ func (s RapidStats) Bound(a float64, lo, hi int) (speedup float64, gamma int) {
 // streaming rules of model.Model.Generate, so with η = 0 and greedy decoding
 // the tokens and text equal Generate's over tr, token for token (the
 // kernels are batch-invariant). Results with key groups (APE) keep them:
-// new rows join the plain group.
+// new rows join the plain group. Each side decodes on its Result's Backend.
 //
 // tr.KV and dr.KV are extended and rolled back in place: when Rapid
 // returns, each holds its context followed by rows of a prefix of the
@@ -213,7 +213,7 @@ func Rapid(ctx context.Context, target *model.Model, tr *Result, drafter *model.
 // Clone returns a deep copy of the fused context, its logits and grouping
 // (Stats are shared), so that a decode can extend the copy.
 func (r *Result) Clone() *Result {
-	out := &Result{KV: r.KV.Clone(), Logits: slices.Clone(r.Logits), Stats: r.Stats}
+	out := &Result{KV: r.KV.Clone(), Logits: slices.Clone(r.Logits), Backend: r.Backend, Stats: r.Stats}
 	if r.Groups != nil {
 		g := *r.Groups
 		g.Of = slices.Clone(r.Groups.Of)
@@ -237,6 +237,7 @@ func firstGamma(ropt RapidOptions) int {
 // pending, the logits after its last row.
 type decodeCtx struct {
 	m       *model.Model
+	be      model.Backend // computes m's rows (the Result's; nil: the CPU)
 	kv      *model.KV
 	groups  *kernels.KeyGroups
 	logits  []float32
@@ -255,13 +256,20 @@ func newDecodeCtx(m *model.Model, res *Result, name string) (*decodeCtx, error) 
 			return nil, fmt.Errorf("blend: RAPID %s: %w", name, err)
 		}
 	}
-	return &decodeCtx{m: m, kv: res.KV, groups: res.Groups, logits: res.Logits}, nil
+	if _, err := backendFor(m, res.Backend); err != nil {
+		return nil, fmt.Errorf("blend: RAPID %s: %w", name, err)
+	}
+	return &decodeCtx{m: m, be: res.Backend, kv: res.KV, groups: res.Groups, logits: res.Logits}, nil
 }
 
 // forward appends tokens after the cache's last row and computes them (see
 // Result.Extend).
 func (c *decodeCtx) forward(tokens []int32, all bool) ([]float32, error) {
-	return extend(c.m, c.kv, c.groups, tokens, all)
+	b, err := backendFor(c.m, c.be)
+	if err != nil {
+		return nil, err
+	}
+	return extend(b, c.kv, c.groups, tokens, all)
 }
 
 // truncate rolls the cache (and its grouping) back to n rows.
@@ -271,19 +279,25 @@ func (c *decodeCtx) truncate(n int) { truncate(c.kv, c.groups, n) }
 // the plain key group when the context has groups, as Generate's rows),
 // computes them through every layer and returns the logits of every new row
 // ([len(tokens) × Vocab], all) or of the last. It is one decode step for one
-// token and a speculative verify for several. On error the context is left
-// as it was.
+// token and a speculative verify for several. It computes on r.Backend (the
+// CPU when nil), which must run m. On error the context is left as it was.
 func (r *Result) Extend(m *model.Model, tokens []int32, all bool) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("blend: Extend with no tokens")
 	}
-	return extend(m, r.KV, r.Groups, tokens, all)
+	b, err := backendFor(m, r.Backend)
+	if err != nil {
+		return nil, err
+	}
+	return extend(b, r.KV, r.Groups, tokens, all)
 }
 
 // Truncate rolls the context (and its grouping) back to its first n rows.
 func (r *Result) Truncate(n int) { truncate(r.KV, r.Groups, n) }
 
-func extend(m *model.Model, kv *model.KV, groups *kernels.KeyGroups, tokens []int32, all bool) ([]float32, error) {
+// extend is Result.Extend over kv and groups on backend b.
+func extend(b model.Backend, kv *model.KV, groups *kernels.KeyGroups, tokens []int32, all bool) ([]float32, error) {
+	m := b.Model()
 	n := kv.Len()
 	pos := model.Positions(int(model.NextPos(kv)), len(tokens))
 	if last := int(pos[len(pos)-1]); last >= m.Config.Context {
@@ -293,25 +307,27 @@ func extend(m *model.Model, kv *model.KV, groups *kernels.KeyGroups, tokens []in
 	if groups != nil {
 		groups.Of = append(groups.Of, make([]uint8, len(tokens))...)
 	}
-	p, err := m.NewPass(kv, rowRange(first, kv.Len()))
+	sel := []int{len(tokens) - 1}
+	if all {
+		sel = rowRange(0, len(tokens))
+	}
+	logits := make([]float32, len(sel)*m.Config.Vocab)
+	p, err := b.NewPass(kv, rowRange(first, kv.Len()))
 	if err == nil {
-		p.Groups = groups
+		p.SetGroups(groups)
 		for l := range m.Config.Layers {
 			if err = p.Layer(l); err != nil {
 				break
 			}
 		}
 	}
+	if err == nil {
+		err = p.Logits(logits, sel)
+	}
 	if err != nil {
 		truncate(kv, groups, n)
 		return nil, fmt.Errorf("blend: forward of %d tokens: %w", len(tokens), err)
 	}
-	sel := []int{len(tokens) - 1}
-	if all {
-		sel = rowRange(0, len(tokens))
-	}
-	logits := make([]float32, len(sel)*m.Config.Vocab)
-	p.Logits(logits, sel)
 	return logits, nil
 }
 

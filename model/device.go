@@ -17,6 +17,8 @@ import (
 type Backend interface {
 	// Device names the device, e.g. "cpu" or "cuda:0".
 	Device() string
+	// Model is the model whose forward pass the backend runs.
+	Model() *Model
 	Forward(kv *KV, tokens, pos []int32, all bool) ([]float32, error)
 	Recompute(kv *KV, rows []int, all bool) ([]float32, error)
 	// NewPass starts a step-wise forward pass over cache rows rows
@@ -235,18 +237,17 @@ type cpuBackend struct{ m *Model }
 
 func (b cpuBackend) Device() string { return "cpu" }
 
-// Forward is Model.Forward, through the append loop every backend shares.
+func (b cpuBackend) Model() *Model { return b.m }
+
+// Forward is Model.Forward (the append loop every backend shares), called
+// directly so that the CPU backend stays Model.Forward whatever it becomes.
 func (b cpuBackend) Forward(kv *KV, tokens, pos []int32, all bool) ([]float32, error) {
-	return b.m.appendRows(kv, tokens, pos, all, b.Recompute)
+	return b.m.Forward(kv, tokens, pos, all)
 }
 
-// Recompute is Model.Recompute, through the layer loop every backend shares.
+// Recompute is Model.Recompute (the layer loop every backend shares).
 func (b cpuBackend) Recompute(kv *KV, rows []int, all bool) ([]float32, error) {
-	p, err := b.m.NewPass(kv, rows)
-	if err != nil {
-		return nil, err
-	}
-	return recomputeWith(b.m, cpuPass{p}, all)
+	return b.m.Recompute(kv, rows, all)
 }
 
 // NewPass is Model.NewPass behind the LayerPass interface.

@@ -103,6 +103,8 @@ func (u *uploader) vec(v []float32) *cuda.Buffer {
 // Device names the GPU.
 func (b *cudaBackend) Device() string { return b.name }
 
+func (b *cudaBackend) Model() *Model { return b.m }
+
 // Close frees the device's weights and buffers and closes the device.
 func (b *cudaBackend) Close() error {
 	if b.d == nil {

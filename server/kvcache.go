@@ -38,6 +38,7 @@ type KVProgress struct {
 // format, P's KV and the KV store, and the background precompute.
 type engine struct {
 	m      *model.Model
+	be     model.Backend // Config.Device's backend of m
 	format *blend.Format
 	prefix *model.KV // P's KV, computed at Open (or loaded from the store)
 	store  *kvstore.Store
@@ -77,7 +78,16 @@ func (s *Service) openEngine() error {
 	if err != nil {
 		return fmt.Errorf("generator: %w", err)
 	}
-	e := &engine{m: m, fp: m.Fingerprint()[:16], wake: make(chan struct{}, 1)}
+	device := s.cfg.Device
+	if device == "" {
+		device = "cpu"
+	}
+	be, err := m.OpenBackend(device)
+	if err != nil {
+		m.Close()
+		return fmt.Errorf("generator: %w", err)
+	}
+	e := &engine{m: m, be: be, fp: m.Fingerprint()[:16], wake: make(chan struct{}, 1)}
 	s.eng = e
 	if e.format, err = blend.NewFormat(m.Tok, s.cfg.System, s.cfg.Instruction); err != nil {
 		return err
@@ -93,7 +103,7 @@ func (s *Service) openEngine() error {
 		return err
 	}
 	if e.prefix, err = e.store.Get(e.key("P")); err != nil {
-		if e.prefix, err = blend.EncodePrefix(m, e.format.Prefix()); err != nil {
+		if e.prefix, err = blend.EncodePrefixOn(e.be, m, e.format.Prefix()); err != nil {
 			return fmt.Errorf("prefix: %w", err)
 		}
 		if err := e.store.Put(e.key("P"), e.prefix); err != nil {
@@ -246,7 +256,7 @@ func (s *Service) precomputeSome(ctx context.Context) (int, error) {
 // The caller holds e.mu.
 func (s *Service) computeChunkKV(id, text string) error {
 	e := s.eng
-	kv, err := blend.EncodeChunk(e.m, e.prefix, e.format.Chunk(text))
+	kv, err := blend.EncodeChunkOn(e.be, e.m, e.prefix, e.format.Chunk(text))
 	if err != nil {
 		return fmt.Errorf("chunk %s: %w", id, err)
 	}
@@ -281,7 +291,7 @@ func (s *Service) chunkKV(_ context.Context, id string) (*model.KV, error) {
 	if !found {
 		return nil, fmt.Errorf("chunk %s: not in the catalog: %w", id, ErrNotFound)
 	}
-	kv, err = blend.EncodeChunk(e.m, e.prefix, e.format.Chunk(ch.Text))
+	kv, err = blend.EncodeChunkOn(e.be, e.m, e.prefix, e.format.Chunk(ch.Text))
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
@@ -303,7 +313,7 @@ func (s *Service) openCUR() error {
 		s.ce = s.cfg.CrossEncoder
 	case s.eng != nil && !s.cfg.NoCrossEncoder:
 		e := s.eng
-		ce, err := blend.NewCrossEncoder(e.m, e.format, e.prefix, s.chunkKV, blend.CrossEncoderOptions{Lock: e.lockForQuery})
+		ce, err := blend.NewCrossEncoder(e.m, e.format, e.prefix, s.chunkKV, blend.CrossEncoderOptions{Lock: e.lockForQuery, Backend: e.be})
 		if err != nil {
 			return err
 		}
@@ -425,6 +435,9 @@ func (s *Service) closeEngine() error {
 	var errs []error
 	if e.store != nil {
 		errs = append(errs, e.store.Close())
+	}
+	if e.be != nil {
+		errs = append(errs, e.be.Close())
 	}
 	if e.m != nil {
 		errs = append(errs, e.m.Close())

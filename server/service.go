@@ -45,6 +45,11 @@ type Config struct {
 	EmbedderDir string
 	// Threads for the embedder and exact vector search; 0 means all cores.
 	Threads int
+	// Device is the generator's compute device (model.Model.OpenBackend):
+	// "cpu" (the default when empty), "cuda" or "cuda:N" — the last two
+	// need a binary built with -tags cuda (otherwise Open fails with an
+	// error wrapping model.ErrNoCUDA).
+	Device string
 
 	Chunking retrieval.ChunkOptions
 	Limits   retrieval.Limits

@@ -15,26 +15,58 @@ import (
 type engineFlags struct {
 	model   string
 	threads int
+	device  string
 }
 
 func (f *engineFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.model, "model", "", "generator GGUF (default: the default model in --models)")
 	cmd.Flags().IntVar(&f.threads, "threads", 0, "worker threads (default: all cores)")
+	cmd.Flags().StringVar(&f.device, "device", "cpu", "compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
 }
 
-// load opens the generator the flags name.
+// load opens the generator the flags name, for a command that computes on
+// the CPU only: a --device other than cpu is an error.
 func (f *engineFlags) load(cmd *cobra.Command) (*model.Model, error) {
+	m, b, err := f.open(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if b.Device() != "cpu" {
+		b.Close()
+		m.Close()
+		return nil, fmt.Errorf("--device %s: %s computes on the CPU only", f.device, cmd.CommandPath())
+	}
+	return m, nil
+}
+
+// open opens the generator the flags name and the backend of --device on
+// it (the CPU backend is the model's own forward pass). A CUDA device in a
+// binary built without -tags cuda fails with an error wrapping
+// model.ErrNoCUDA. The caller closes the backend before the model.
+func (f *engineFlags) open(cmd *cobra.Command) (*model.Model, model.Backend, error) {
+	if _, _, err := model.ParseDevice(f.device); err != nil {
+		return nil, nil, fmt.Errorf("--device: %w", err)
+	}
 	path := f.model
 	if path == "" {
 		path = fetch.GeneratorPath(modelsDir(cmd))
 		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("default model not found at %s: run `blendrag model pull` or pass --model", path)
+			return nil, nil, fmt.Errorf("default model not found at %s: run `blendrag model pull` or pass --model", path)
 		}
 	}
 	if f.threads < 0 {
-		return nil, fmt.Errorf("--threads %d must be ≥ 0", f.threads)
+		return nil, nil, fmt.Errorf("--threads %d must be ≥ 0", f.threads)
 	}
-	return model.Load(path, model.Options{Threads: f.threads})
+	m, err := model.Load(path, model.Options{Threads: f.threads})
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := m.OpenBackend(f.device)
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("--device %s: %w", f.device, err)
+	}
+	return m, b, nil
 }
 
 // promptFlags select the prompt text of generate and logits.

@@ -196,15 +196,17 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 	if fl.limit > 0 && fl.limit < len(items) {
 		items = items[:fl.limit]
 	}
-	m, err := fl.ef.load(cmd)
+	m, be, err := fl.ef.open(cmd)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer be.Close()
 	r, err := newBlendRunner(m, modes, fl.ratio, fl.maxContext)
 	if err != nil {
 		return err
 	}
+	r.be = be
 	done := map[int]blendRecord{}
 	var out *os.File
 	if fl.out != "" {
@@ -261,6 +263,7 @@ type blendRunner struct {
 	budget     int // context rows available to P, chunks and Q, before the answer
 	fp         string
 	gen        model.GenerateOptions
+	be         model.Backend // --device: chunk encoding, prefill and decode (nil: the CPU)
 }
 
 func newBlendRunner(m *model.Model, modes []blend.Mode, ratio float64, maxContext int) (*blendRunner, error) {
@@ -337,7 +340,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 	start := time.Now()
 	kvs := make([]*model.KV, len(seg.Chunks))
 	for i, c := range seg.Chunks {
-		kv, err := blend.EncodeChunk(r.m, r.prefixKV, c)
+		kv, err := blend.EncodeChunkOn(r.be, r.m, r.prefixKV, c)
 		if err != nil {
 			return rec, err
 		}
@@ -348,7 +351,9 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 
 	// No-context baseline: P and Q only.
 	nc := blend.Segments{Prefix: seg.Prefix, Question: seg.Question}
-	res, err := blend.Prefill(ctx, r.m, nc, r.prefixKV, nil, blend.DefaultOptions(blend.ModeFull))
+	ncOpt := blend.DefaultOptions(blend.ModeFull)
+	ncOpt.Backend = r.be
+	res, err := blend.Prefill(ctx, r.m, nc, r.prefixKV, nil, ncOpt)
 	if err != nil {
 		return rec, fmt.Errorf("no-context prefill: %w", err)
 	}
@@ -364,6 +369,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 	for _, mode := range r.modes { // full first
 		opt := blend.DefaultOptions(mode)
 		opt.Ratio = r.ratio
+		opt.Backend = r.be
 		start := time.Now()
 		res, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/model"
 )
 
@@ -21,24 +22,26 @@ func addGenerateCommands(root *cobra.Command) {
 		Short: "Stream a completion of a prompt from the generator",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := ef.load(cmd)
+			m, b, err := ef.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			defer b.Close()
 			ids, err := pf.tokens(m)
 			if err != nil {
 				return err
 			}
 			start := time.Now()
 			kv := model.NewKV(m.Config)
-			logits, err := m.Forward(kv, ids, model.Positions(0, len(ids)), false)
+			logits, err := b.Forward(kv, ids, model.Positions(0, len(ids)), false)
 			if err != nil {
 				return err
 			}
 			prefill := time.Since(start)
 			out := cmd.OutOrStdout()
-			g, err := m.Generate(cmd.Context(), kv, logits, opt, func(s string) error {
+			res := &blend.Result{KV: kv, Logits: logits, Backend: b} // decodes on b (m.Generate on the CPU)
+			g, err := blend.Generate(cmd.Context(), m, res, opt, func(s string) error {
 				_, err := fmt.Fprint(out, s)
 				return err
 			})
@@ -73,17 +76,18 @@ func addGenerateCommands(root *cobra.Command) {
 			if top < 1 {
 				return fmt.Errorf("--top %d must be ≥ 1", top)
 			}
-			m, err := lf.load(cmd)
+			m, b, err := lf.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
+			defer b.Close()
 			ids, err := lp.tokens(m)
 			if err != nil {
 				return err
 			}
 			kv := model.NewKV(m.Config)
-			all, err := m.Forward(kv, ids, model.Positions(0, len(ids)), true)
+			all, err := b.Forward(kv, ids, model.Positions(0, len(ids)), true)
 			if err != nil {
 				return err
 			}

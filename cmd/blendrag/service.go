@@ -26,7 +26,9 @@ type dataFlags struct {
 	chunkTokens  int
 	chunkOverlap int
 	verbose      bool
-	noGenerator  bool // retrieval-only commands
+	noGenerator  bool   // retrieval-only commands
+	noCURColumns bool   // skip the background CUR columns (benchmarks that must not compete with them)
+	device       string // the generator's compute device
 }
 
 func (f *dataFlags) register(cmd *cobra.Command) {
@@ -35,6 +37,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.chunkTokens, "chunk-tokens", 0, "chunk size in generator tokens, 128–1024 (default 384; fixed per data directory)")
 	cmd.Flags().IntVar(&f.chunkOverlap, "chunk-overlap", 0, "tokens of overlap between consecutive chunks (fixed per data directory)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the service does to stderr")
+	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
 }
 
 // open opens the Service on --data.
@@ -44,12 +47,14 @@ func (f *dataFlags) open(cmd *cobra.Command) (*server.Service, error) {
 		level = slog.LevelInfo
 	}
 	return server.Open(server.Config{
-		DataDir:     f.dir,
-		ModelsDir:   modelsDir(cmd),
-		Threads:     f.threads,
-		Chunking:    retrieval.ChunkOptions{Tokens: f.chunkTokens, Overlap: f.chunkOverlap},
-		Logger:      slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		NoGenerator: f.noGenerator,
+		DataDir:      f.dir,
+		ModelsDir:    modelsDir(cmd),
+		Threads:      f.threads,
+		Chunking:     retrieval.ChunkOptions{Tokens: f.chunkTokens, Overlap: f.chunkOverlap},
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		NoGenerator:  f.noGenerator,
+		NoCURColumns: f.noCURColumns,
+		Device:       f.device,
 	})
 }
 
