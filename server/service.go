@@ -147,10 +147,11 @@ func Open(cfg Config) (s *Service, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s = &Service{cfg: cfg, log: cfg.Logger}
+	svc := &Service{cfg: cfg, log: cfg.Logger}
+	s = svc
 	defer func() {
 		if err != nil {
-			s.Close()
+			svc.Close() // s is nil here: every error return sets it
 			s = nil
 		}
 	}()
