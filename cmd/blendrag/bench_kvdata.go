@@ -151,7 +151,7 @@ func printKVData(w io.Writer, res *kvDataResult) {
 	fmt.Fprintf(w, "%s: %s, %d chunks (%d layers × %d), store codec %s, %.1f MB\n",
 		res.Data, res.Model, res.Chunks, res.Layers, res.KVDim, res.StoreCodec, float64(res.StoreBytes)/1e6)
 	fmt.Fprintf(w, "sample %d chunks, %d tokens; cold: drop caches %v %s\n", res.SampleChunks, res.SampleTokens, res.DropCaches, res.ColdNote)
-	fmt.Fprintf(w, "%-8s %12s %10s %12s %10s %12s\n", "codec", "bytes/token", "cold GB/s", "cold tok/s", "warm GB/s", "warm tok/s")
+	fmt.Fprintf(w, "%-14s %12s %10s %12s %10s %12s\n", "codec", "bytes/token", "cold GB/s", "cold tok/s", "warm GB/s", "warm tok/s")
 	for _, c := range res.Codecs {
 		name := string(c.Codec)
 		if c.Default {
@@ -160,7 +160,7 @@ func printKVData(w io.Writer, res *kvDataResult) {
 		if c.Store {
 			name += " (store)"
 		}
-		fmt.Fprintf(w, "%-8s %12.0f %10.3f %12.0f %10.3f %12.0f\n", name, c.BytesPerToken, c.Cold.GBs, c.Cold.TokS, c.Warm.GBs, c.Warm.TokS)
+		fmt.Fprintf(w, "%-14s %12.0f %10.3f %12.0f %10.3f %12.0f\n", name, c.BytesPerToken, c.Cold.GBs, c.Cold.TokS, c.Warm.GBs, c.Warm.TokS)
 	}
 	fmt.Fprintf(w, "precompute %.1f tok/s; cross-encoder %.2f calls/s (%d chunks)\n", res.PrecomputeTokS, res.CECallsS, res.CEChunks)
 }
