@@ -109,6 +109,15 @@ func (s *AttnScratch) reserve(g, d int) {
 // online softmax, so memory does not grow with the context. groups may be nil
 // (one group, temperature 1). A head that sees no key gets a zero output.
 func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh int, groups *KeyGroups, s *AttnScratch) {
+	AttendHeads(out, q, keys, vals, keyPos, qPos, sh, kvh, 0, sh.Heads/sh.KVHeads, groups, s)
+}
+
+// AttendHeads is Attend for query heads [h0, h1) of the Heads/KVHeads heads
+// that share KV head kvh (head kvh·Heads/KVHeads + h of q for h0 ≤ h < h1):
+// each head's output is bitwise what Attend writes for it, so the heads of
+// one KV head may be split over several calls (and workers) freely. Only
+// those heads of out are written; 0 ≤ h0 ≤ h1 ≤ Heads/KVHeads.
+func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups, s *AttnScratch) {
 	d := sh.HeadDim
 	kvDim := sh.KVDim()
 	g := sh.Heads / sh.KVHeads
@@ -142,7 +151,7 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 	for t0 := 0; t0 < nKeys; t0 += attnTile {
 		t1 := min(t0+attnTile, nKeys)
 		// Scores of the tile; masked keys are marked with -Inf and skipped.
-		for h := 0; h < g; h++ {
+		for h := h0; h < h1; h++ {
 			qh := q[(kvh*g+h)*d : (kvh*g+h+1)*d]
 			sc := s.scores[h*attnTile : (h+1)*attnTile]
 			if fast {
@@ -173,7 +182,7 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 			}
 		}
 		// Per (head, group): rescale the running state to the tile's new max.
-		for h := 0; h < g; h++ {
+		for h := h0; h < h1; h++ {
 			sc := s.scores[h*attnTile : (h+1)*attnTile]
 			for grp := 0; grp < nGroups; grp++ {
 				mOld := s.m[h*maxKeyGroups+grp]
@@ -221,7 +230,7 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 		}
 	}
 	// Merge the groups: w_g ∝ exp(λ_g·LSE_g), LSE_g = m_g + ln l_g.
-	for h := 0; h < g; h++ {
+	for h := h0; h < h1; h++ {
 		o := out[(kvh*g+h)*d : (kvh*g+h+1)*d]
 		for i := range o {
 			o[i] = 0

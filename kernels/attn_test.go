@@ -181,3 +181,46 @@ func refAttention(q, keys, vals []float32, pos []int32, qPos int32, kvDim, off i
 	}
 	return out
 }
+
+func TestAttendHeadsSplitEqualsAttendBitwise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(37, 38))
+	sh := AttnShape{Heads: 9, KVHeads: 3, HeadDim: 64}
+	for _, nKeys := range []int{1, 31, 70} {
+		for _, grouped := range []bool{false, true} {
+			keys := randomActs(rng, nKeys, sh.KVDim())
+			vals := randomActs(rng, nKeys, sh.KVDim())
+			q := randomActs(rng, 1, sh.QDim())
+			pos := make([]int32, nKeys)
+			for j := range pos {
+				pos[j] = int32(j)
+			}
+			qPos := int32(nKeys - 1 - nKeys/5)
+			var groups *KeyGroups
+			if grouped {
+				groups = &KeyGroups{Of: make([]uint8, nKeys), Temp: []float32{1, 1.5}, LSEScale: []float32{1, 0.7}}
+				for j := range groups.Of {
+					groups.Of[j] = uint8(j / 3 % 2)
+				}
+			}
+			want := make([]float32, sh.QDim())
+			var s AttnScratch
+			for kvh := 0; kvh < sh.KVHeads; kvh++ {
+				Attend(want, q, keys, vals, pos, qPos, sh, kvh, groups, &s)
+			}
+			// Every split of each KV head's three query heads.
+			for _, cut := range [][2]int{{0, 1}, {1, 3}, {0, 2}, {2, 3}, {1, 2}} {
+				got := make([]float32, sh.QDim())
+				for kvh := 0; kvh < sh.KVHeads; kvh++ {
+					AttendHeads(got, q, keys, vals, pos, qPos, sh, kvh, 0, cut[0], groups, &s)
+					AttendHeads(got, q, keys, vals, pos, qPos, sh, kvh, cut[0], cut[1], groups, &s)
+					AttendHeads(got, q, keys, vals, pos, qPos, sh, kvh, cut[1], 3, groups, &s)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("keys=%d grouped=%v split %v: out[%d] = %v, Attend gives %v", nKeys, grouped, cut, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

@@ -3,6 +3,8 @@ package kernels
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Task is a piece of parallel work for Pool.RunTask.
@@ -13,10 +15,19 @@ type Task interface {
 	Do(worker, lo, hi int)
 }
 
+// DefaultSpin is how long, by default, an idle worker keeps polling for the
+// next job (and a caller for its workers to finish) before it parks. Decode
+// hands the workers a job every few tens of microseconds; waking a parked
+// goroutine costs about as much, so polling across those gaps halves the
+// cost of a small parallel call, while a pool left idle parks within
+// DefaultSpin and costs nothing.
+const DefaultSpin = 50 * time.Microsecond
+
 // Pool is a fixed set of worker goroutines for data-parallel loops, plus the
 // scratch space MatMul needs. The goroutines are started once by NewPool and
-// wait on channels between calls: a parallel call starts no goroutine and,
-// once its scratch has grown to the largest shape seen, allocates nothing.
+// wait between calls, first polling (see SetSpin) and then parked: a
+// parallel call starts no goroutine and, once its scratch has grown to the
+// largest shape seen, allocates nothing.
 //
 // The zero Pool is a valid pool with no extra goroutines: everything runs on
 // the calling goroutine.
@@ -29,12 +40,23 @@ type Task interface {
 type Pool struct {
 	mu      sync.Mutex // held for the whole of each operation
 	threads int
-	wake    []chan struct{} // wake[w] starts worker w (w ≥ 1) on the current job
-	done    sync.WaitGroup  // outstanding workers of the current job
-	exited  sync.WaitGroup  // worker goroutines still running
-	closed  bool
+	closed  bool           // under mu
+	exited  sync.WaitGroup // worker goroutines still running
+	spin    atomic.Int64   // polling time in ns before parking
+	// noSpinUntil: no polling before this time (ns since epoch); see spinUntil.
+	noSpinUntil atomic.Int64
+	epoch       time.Time
 
-	// The current job; written under mu before the workers are woken.
+	// The hand-off protocol (see handoff.go).
+	seq      atomic.Uint64 // number of jobs published; a change starts the workers
+	closing  atomic.Bool   // set before the seq increment that stops the workers
+	pending  atomic.Int32  // workers that have not finished the current job
+	sleeping []atomic.Bool // sleeping[w]: worker w is parked or about to park
+	wake     []chan struct{}
+	waiter   atomic.Uint64 // seq of the job the caller parks on; 0: not parked
+	doneCh   chan struct{} // wakes the parked caller
+
+	// The current job; written under mu before seq is incremented.
 	job      Task
 	jobN     int
 	jobParts int
@@ -56,9 +78,12 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	p := &Pool{threads: threads, inlineWork: inlineBytes}
+	p := &Pool{threads: threads, inlineWork: inlineBytes, epoch: time.Now()}
+	p.spin.Store(int64(DefaultSpin))
 	p.kern.init()
+	p.sleeping = make([]atomic.Bool, threads)
 	p.wake = make([]chan struct{}, threads)
+	p.doneCh = make(chan struct{}, 1)
 	for w := 1; w < threads; w++ {
 		p.wake[w] = make(chan struct{}, 1)
 		p.exited.Add(1)
@@ -70,6 +95,12 @@ func NewPool(threads int) *Pool {
 // Threads returns the number of workers, the caller included.
 func (p *Pool) Threads() int { return max(p.threads, 1) }
 
+// SetSpin sets how long idle workers poll for the next job, and callers for
+// their workers, before parking (DefaultSpin unless set; d ≤ 0 parks at
+// once, which suits a machine with more busy threads than cores). It may be
+// called at any time, also while the pool is working.
+func (p *Pool) SetSpin(d time.Duration) { p.spin.Store(int64(max(d, 0))) }
+
 // Close stops the worker goroutines and waits for them to exit. It is
 // idempotent. A closed Pool still works, running everything on the calling
 // goroutine.
@@ -80,17 +111,10 @@ func (p *Pool) Close() {
 		return
 	}
 	p.closed = true
-	for w := 1; w < p.threads; w++ {
-		close(p.wake[w])
-	}
-	p.exited.Wait()
-}
-
-func (p *Pool) worker(w int) {
-	defer p.exited.Done()
-	for range p.wake[w] {
-		p.runPart(w)
-		p.done.Done()
+	if p.threads > 1 {
+		p.closing.Store(true)
+		p.publish()
+		p.exited.Wait()
 	}
 }
 
@@ -106,6 +130,9 @@ func (p *Pool) runPart(w int) {
 			p.panicMu.Unlock()
 		}
 	}()
+	if w >= p.jobParts {
+		return
+	}
 	lo := p.jobN * w / p.jobParts
 	hi := p.jobN * (w + 1) / p.jobParts
 	if lo < hi {
@@ -154,12 +181,9 @@ func (p *Pool) runLocked(n int, t Task) {
 		return
 	}
 	p.job, p.jobN, p.jobParts, p.panicked = t, n, parts, nil
-	p.done.Add(parts - 1)
-	for w := 1; w < parts; w++ {
-		p.wake[w] <- struct{}{}
-	}
+	seq := p.publish()
 	p.runPart(0)
-	p.done.Wait()
+	p.awaitWorkers(seq)
 	p.job = nil
 	if r := p.panicked; r != nil {
 		p.panicked = nil

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // coverTask records which worker processed each index.
@@ -156,4 +157,71 @@ func TestZeroPoolRunsSingleThreaded(t *testing.T) {
 		t.Errorf("zero Pool MatMul of zero weights = %v", dst)
 	}
 	p.Close()
+}
+
+// sumTask adds its range's length into a per-worker counter, sleeping now
+// and then so that both the polling and the parking paths of the hand-off
+// are taken.
+type sumTask struct {
+	per  []atomic.Int64
+	iter int
+}
+
+func (s *sumTask) Do(w, lo, hi int) {
+	if (s.iter+w)%7 == 0 {
+		time.Sleep(time.Duration(s.iter%3) * 20 * time.Microsecond)
+	}
+	s.per[w].Add(int64(hi - lo))
+}
+
+func TestPoolHandOffNeverLosesOrRepeatsAJob(t *testing.T) {
+	iters := 1000
+	if testing.Short() {
+		iters = 200
+	}
+	for _, threads := range []int{2, 3, 8} {
+		for _, spin := range []time.Duration{0, time.Microsecond, 5 * time.Microsecond, DefaultSpin} {
+			p := NewPool(threads)
+			p.SetSpin(spin)
+			s := &sumTask{per: make([]atomic.Int64, threads)}
+			var want int64
+			for it := 0; it < iters; it++ {
+				s.iter = it
+				n := 1 + it%(3*threads)
+				p.RunTask(n, s)
+				want += int64(n)
+				var got int64
+				for w := range s.per {
+					got += s.per[w].Load()
+				}
+				if got != want {
+					t.Fatalf("threads=%d spin=%v iteration %d: covered %d indices in total, want %d", threads, spin, it, got, want)
+				}
+				if it%500 == 250 {
+					// Let every worker park, so the next call wakes them.
+					time.Sleep(2*spin + 200*time.Microsecond)
+				}
+			}
+			p.Close()
+		}
+	}
+}
+
+func TestPoolCloseStopsPollingAndParkedWorkers(t *testing.T) {
+	for _, spin := range []time.Duration{0, time.Hour} {
+		p := NewPool(4)
+		p.SetSpin(spin)
+		var n atomic.Int32
+		p.Run(8, func(lo, hi int) { n.Add(int32(hi - lo)) })
+		done := make(chan struct{})
+		go func() { p.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("spin=%v: Close did not return", spin)
+		}
+		if n.Load() != 8 {
+			t.Errorf("spin=%v: covered %d of 8", spin, n.Load())
+		}
+	}
 }

@@ -187,9 +187,16 @@ func (p *Pass) AttendMLP(l int) error {
 		return err
 	}
 	// Attention: one task per (row, KV head), split in contiguous runs over
-	// the workers; each worker has its own scratch.
-	p.attnTask = attnTask{p: p, l: l, sh: kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}}
-	p.m.pool.RunTask(n*c.KVHeads, &p.attnTask)
+	// the workers; each worker has its own scratch. With fewer tasks than
+	// about two per worker (decode) a task is one query head instead, so
+	// the work divides evenly; each head's result is the same either way.
+	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
+	p.attnTask = attnTask{p: p, l: l, sh: sh, perHead: n*c.KVHeads < 2*p.m.pool.Threads()}
+	if p.attnTask.perHead {
+		p.m.pool.RunTask(n*c.Heads, &p.attnTask)
+	} else {
+		p.m.pool.RunTask(n*c.KVHeads, &p.attnTask)
+	}
 	// H += A·Woᵀ, using x as the [n × d] output buffer.
 	x := p.x[:n*c.Dim]
 	p.m.pool.MatMul(x, ly.O, p.att[:n*c.QDim()], n)
@@ -209,19 +216,31 @@ func (p *Pass) AttendMLP(l int) error {
 	return nil
 }
 
-// attnTask computes attention for tasks t = row·KVHeads + kvHead.
+// attnTask computes attention for tasks t = row·KVHeads + kvHead, or, when
+// perHead is set, t = row·Heads + head.
 type attnTask struct {
-	p  *Pass
-	l  int
-	sh kernels.AttnShape
+	p       *Pass
+	l       int
+	sh      kernels.AttnShape
+	perHead bool
 }
 
 func (a *attnTask) Do(worker, lo, hi int) {
 	p, q := a.p, a.sh.QDim()
-	for t := lo; t < hi; t++ {
-		i, kvh := t/a.sh.KVHeads, t%a.sh.KVHeads
-		kernels.Attend(p.att[i*q:(i+1)*q], p.Q[i*q:(i+1)*q], p.kv.K[a.l], p.kv.V[a.l],
-			p.kv.Pos, p.kv.Pos[p.Rows[i]], a.sh, kvh, p.Groups, &p.attn[worker])
+	g := a.sh.Heads / a.sh.KVHeads
+	if !a.perHead {
+		// Task t covers all g heads of its KV head.
+		lo, hi = lo*g, hi*g
+	}
+	// Heads [lo, hi) of the concatenated rows, one call per run that shares
+	// a row and a KV head.
+	for t := lo; t < hi; {
+		i, h := t/a.sh.Heads, t%a.sh.Heads
+		kvh, h0 := h/g, h%g
+		h1 := min(g, h0+hi-t)
+		kernels.AttendHeads(p.att[i*q:(i+1)*q], p.Q[i*q:(i+1)*q], p.kv.K[a.l], p.kv.V[a.l],
+			p.kv.Pos, p.kv.Pos[p.Rows[i]], a.sh, kvh, h0, h1, p.Groups, &p.attn[worker])
+		t += h1 - h0
 	}
 }
 
