@@ -268,6 +268,7 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 			}
 			src = ld
 		}
+		opt.Backend = e.be // the configured device (nil: the CPU)
 		res, err := blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
 		if ld != nil {
 			if err == nil {

@@ -275,11 +275,11 @@ func (s *Service) Calibrate(ctx context.Context, opt CalibrateOptions, progress 
 	var settings []*setting
 	for _, r := range opt.Ratios {
 		settings = append(settings, &setting{trial: Trial{Mode: string(blend.ModeCacheBlend), Ratio: r},
-			opt: blend.Options{Mode: blend.ModeCacheBlend, Ratio: r}})
+			opt: blend.Options{Mode: blend.ModeCacheBlend, Ratio: r, Backend: e.be}})
 	}
 	for _, ts := range opt.APE {
 		settings = append(settings, &setting{trial: Trial{Mode: string(blend.ModeAPE), T: ts[0], S: ts[1]},
-			opt: blend.Options{Mode: blend.ModeAPE, T: ts[0], S: ts[1]}})
+			opt: blend.Options{Mode: blend.ModeAPE, T: ts[0], S: ts[1], Backend: e.be}})
 	}
 	var fullTime time.Duration
 	var rowLayers, tokens int
@@ -291,7 +291,9 @@ func (s *Service) Calibrate(ctx context.Context, opt CalibrateOptions, progress 
 		seg := e.format.Segments(sm.question, sm.texts)
 		tokens += len(seg.Tokens())
 		t0 := time.Now()
-		ref, err := blend.Prefill(ctx, e.m, seg, e.prefix, nil, blend.DefaultOptions(blend.ModeFull))
+		fullOpt := blend.DefaultOptions(blend.ModeFull)
+		fullOpt.Backend = e.be
+		ref, err := blend.Prefill(ctx, e.m, seg, e.prefix, nil, fullOpt)
 		if err != nil {
 			return nil, fmt.Errorf("calibrate: full: %w", err)
 		}

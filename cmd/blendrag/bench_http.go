@@ -47,6 +47,7 @@ type httpBenchResult struct {
 	MaxTokens  int              `json:"max_tokens"`
 	Mode       string           `json:"mode"`
 	Limit      int              `json:"max_concurrent_queries"`
+	CUR        bool             `json:"cur_columns"`
 	Levels     []httpBenchLevel `json:"levels"`
 	PeakRSSMiB float64          `json:"peak_rss_mib"` // this process: the server and the load generator
 }
@@ -58,7 +59,7 @@ func addHTTPBenchCommand(bench *cobra.Command) {
 	var questions, maxTokens, maxQueries int
 	var levels []int
 	var searchFor, queryFor time.Duration
-	var asJSON bool
+	var asJSON, withCUR bool
 	cmd := &cobra.Command{
 		Use:   "http --data DIR --dataset FILE [--concurrency 1,4,16] [--json]",
 		Short: "Latency percentiles, errors and sustained rate of /v1/search and /v1/query under concurrent clients",
@@ -77,6 +78,10 @@ func addHTTPBenchCommand(bench *cobra.Command) {
 				return err
 			}
 			items = items[:min(questions, len(items))]
+			// The background CUR columns (32 cross-encoder calls per chunk)
+			// would compete with the load for the two cores; without them
+			// hybrid search is BM25 + dense.
+			df.noCURColumns = !withCUR
 			svc, err := df.open(cmd)
 			if err != nil {
 				return err
@@ -117,7 +122,7 @@ func addHTTPBenchCommand(bench *cobra.Command) {
 			if err != nil {
 				return err
 			}
-			res := httpBenchResult{Dataset: dataset, Documents: docs, Queries: len(items), MaxTokens: maxTokens, Mode: mode, Limit: hcfg.MaxConcurrentQueries}
+			res := httpBenchResult{Dataset: dataset, Documents: docs, Queries: len(items), MaxTokens: maxTokens, Mode: mode, Limit: hcfg.MaxConcurrentQueries, CUR: withCUR}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 			for _, c := range levels {
 				for _, route := range []string{"/v1/search", "/v1/query"} {
@@ -160,6 +165,7 @@ func addHTTPBenchCommand(bench *cobra.Command) {
 	f.StringVar(&mode, "mode", "cacheblend", "fusion mode of each query")
 	f.IntVar(&maxQueries, "max-concurrent-queries", 0, "the server's limit (default the server's default)")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.BoolVar(&withCUR, "with-cur", false, "compute CUR columns in the background during the load (hybrid then includes CUR once they are done)")
 	bench.AddCommand(cmd)
 }
 
