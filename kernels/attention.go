@@ -308,12 +308,17 @@ func axpyF32(dst []float32, a float32, x []float32) {
 }
 
 // scoreTile sets sc[j−t0] = q·key_j for keys [t0, t1) with the assembly
-// kernels: four keys at a time, then one (each key's value is the same
-// either way).
+// kernels: eight keys at a time, then four, then one (each key's value is
+// the same either way).
 func scoreTile(sc, q, keys []float32, t0, t1, kvDim, koff int) {
 	n8 := len(q) / 8
+	var o8 [8]float32
 	var o4 [4]float32
 	j := t0
+	for ; j+8 <= t1; j += 8 {
+		f32Tile1x8((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &o8)
+		copy(sc[j-t0:j-t0+8], o8[:])
+	}
 	for ; j+4 <= t1; j += 4 {
 		f32Tile1x4((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &o4)
 		copy(sc[j-t0:j-t0+4], o4[:])

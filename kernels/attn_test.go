@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // TestExpTileWithin2ULP checks the vector exp against math.Exp on [−87, 88]
@@ -220,6 +221,26 @@ func TestAttendHeadsSplitEqualsAttendBitwise(t *testing.T) {
 						t.Fatalf("keys=%d grouped=%v split %v: out[%d] = %v, Attend gives %v", nKeys, grouped, cut, i, got[i], want[i])
 					}
 				}
+			}
+		}
+	}
+}
+
+func TestF32Tile1x8EqualsDot1Bitwise(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(39, 40))
+	for _, n8 := range []int{0, 1, 3, 8, 17} {
+		stride := 8*n8 + 24 // rows of a wider matrix, as K-cache heads are
+		w := randomActs(rng, 8, stride)
+		a := randomActs(rng, 1, 8*n8+1)
+		var out [8]float32
+		f32Tile1x8((*byte)(unsafe.Pointer(&w[0])), 4*stride, &a[0], n8, &out)
+		for j := 0; j < 8; j++ {
+			want := f32Dot1((*byte)(unsafe.Pointer(&w[j*stride])), &a[0], n8)
+			if math.Float32bits(out[j]) != math.Float32bits(want) {
+				t.Fatalf("n8=%d row %d: f32Tile1x8 %v, f32Dot1 %v", n8, j, out[j], want)
 			}
 		}
 	}

@@ -47,6 +47,11 @@ func f32Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32)
 //go:noescape
 func f32Dot1(w *byte, a *float32, n8 int) float32
 
+// f32Tile1x8 is f32Tile1x4 for eight weight rows (out[j] for row j < 8).
+//
+//go:noescape
+func f32Tile1x8(w *byte, wstride int, a *float32, n8 int, out *[8]float32)
+
 //go:noescape
 func f16Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]float32)
 

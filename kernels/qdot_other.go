@@ -20,6 +20,7 @@ func f32Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]f
 }
 func f32Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32) { panic(errNoAsm) }
 func f32Dot1(w *byte, a *float32, n8 int) float32                          { panic(errNoAsm) }
+func f32Tile1x8(w *byte, wstride int, a *float32, n8 int, out *[8]float32) { panic(errNoAsm) }
 func f16Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]float32) {
 	panic(errNoAsm)
 }
