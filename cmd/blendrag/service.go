@@ -305,7 +305,7 @@ func waitKV(cmd *cobra.Command, svc *server.Service) error {
 	stderr := cmd.ErrOrStderr()
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	total := -1
+	total, last := -1, -1
 	for {
 		p := svc.KVProgress()
 		if p.Err != "" {
@@ -323,7 +323,10 @@ func waitKV(cmd *cobra.Command, svc *server.Service) error {
 			}
 			return nil
 		}
-		fmt.Fprintf(stderr, "\rchunk KV: %d/%d chunks   ", total-left, total)
+		if left != last {
+			fmt.Fprintf(stderr, "\rchunk KV: %d/%d chunks   ", total-left, total)
+			last = left
+		}
 		select {
 		case <-cmd.Context().Done():
 			fmt.Fprintln(stderr, "\ninterrupted: the precompute resumes on the next run")
