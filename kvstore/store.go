@@ -571,8 +571,17 @@ type badgerLogger struct{ l *slog.Logger }
 func (b badgerLogger) Errorf(f string, a ...any) {
 	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
 }
+// Warningf logs at warn, except Badger's periodic block-cache hit-ratio
+// report: chunk KV values are large and each is read once per question, so
+// the block cache never hits and Badger suggests a bigger one every minute
+// of load — a metric, not a problem (the OS page cache serves rereads).
 func (b badgerLogger) Warningf(f string, a ...any) {
-	b.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+	msg := "badger: " + strings.TrimSpace(fmt.Sprintf(f, a...))
+	if strings.HasPrefix(msg, "badger: Block cache might be too small") || strings.HasPrefix(msg, "badger: Cache life expectancy") {
+		b.l.Debug(msg)
+		return
+	}
+	b.l.Warn(msg)
 }
 func (b badgerLogger) Infof(f string, a ...any) {
 	b.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
