@@ -15,17 +15,18 @@ type Task interface {
 	Do(worker, lo, hi int)
 }
 
-// DefaultSpin is how long, by default, an idle worker keeps polling for the
-// next job (and a caller for its workers to finish) before it parks. Decode
-// hands the workers a job every few tens of microseconds; waking a parked
-// goroutine costs about as much, so polling across those gaps halves the
-// cost of a small parallel call, while a pool left idle parks within
-// DefaultSpin and costs nothing.
+// DefaultSpin is the polling time SetSpin suggests when the pool's threads
+// have the cores to themselves: an idle worker keeps polling for the next job
+// (and a caller for its workers) that long before it parks. Decode hands the
+// workers a job every few tens of microseconds and waking a parked goroutine
+// costs about as much, so polling can save that per hand-off; but on a
+// machine shared with other busy threads it measured slightly slower (see
+// docs/BENCHMARKS.md), so a new Pool parks at once until SetSpin is called.
 const DefaultSpin = 50 * time.Microsecond
 
 // Pool is a fixed set of worker goroutines for data-parallel loops, plus the
 // scratch space MatMul needs. The goroutines are started once by NewPool and
-// wait between calls, first polling (see SetSpin) and then parked: a
+// wait between calls parked (after polling for a while, see SetSpin): a
 // parallel call starts no goroutine and, once its scratch has grown to the
 // largest shape seen, allocates nothing.
 //
@@ -79,7 +80,6 @@ func NewPool(threads int) *Pool {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	p := &Pool{threads: threads, inlineWork: inlineBytes, epoch: time.Now()}
-	p.spin.Store(int64(DefaultSpin))
 	p.kern.init()
 	p.sleeping = make([]atomic.Bool, threads)
 	p.wake = make([]chan struct{}, threads)
@@ -96,8 +96,10 @@ func NewPool(threads int) *Pool {
 func (p *Pool) Threads() int { return max(p.threads, 1) }
 
 // SetSpin sets how long idle workers poll for the next job, and callers for
-// their workers, before parking (DefaultSpin unless set; d ≤ 0 parks at
-// once, which suits a machine with more busy threads than cores). It may be
+// their workers, before parking (0, parking at once, unless set; d ≤ 0 is
+// 0). Polling can only pay when the pool's threads have cores to
+// themselves; while it sees a polling thread descheduled the pool parks at
+// once anyway. It may be
 // called at any time, also while the pool is working.
 func (p *Pool) SetSpin(d time.Duration) { p.spin.Store(int64(max(d, 0))) }
 

@@ -59,7 +59,7 @@ func BenchmarkDecodeSpinVsPark(b *testing.B) {
 				slices.Sort(per[k])
 				b.ReportMetric(per[k][len(per[k])/2], name)
 			}
-			m.pool.SetSpin(kernels.DefaultSpin)
+			m.pool.SetSpin(0)
 		})
 	}
 }
