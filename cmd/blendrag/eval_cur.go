@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -217,19 +216,9 @@ func runEvalCur(cmd *cobra.Command, df *dataFlags, f *curEvalFlags) error {
 // KV-cached cross-encoder, without background CUR columns (the evaluation
 // computes its own matrix).
 func openForCUR(cmd *cobra.Command, df *dataFlags, opt cur.Options) (*server.Service, error) {
-	level := slog.LevelWarn
-	if df.verbose {
-		level = slog.LevelInfo
-	}
-	return server.Open(server.Config{
-		DataDir:      df.dir,
-		ModelsDir:    modelsDir(cmd),
-		Threads:      df.threads,
-		Chunking:     retrieval.ChunkOptions{Tokens: df.chunkTokens, Overlap: df.chunkOverlap},
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		NoCURColumns: true,
-		CUR:          opt,
-	})
+	cfg := df.config(cmd)
+	cfg.NoCURColumns, cfg.CUR = true, opt
+	return server.Open(cfg)
 }
 
 // pooledChunks lists the committed chunks, sorted by id, with their texts.

@@ -40,13 +40,13 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
 }
 
-// open opens the Service on --data.
-func (f *dataFlags) open(cmd *cobra.Command) (*server.Service, error) {
+// config is the server.Config the flags describe.
+func (f *dataFlags) config(cmd *cobra.Command) server.Config {
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelInfo
 	}
-	return server.Open(server.Config{
+	return server.Config{
 		DataDir:      f.dir,
 		ModelsDir:    modelsDir(cmd),
 		Threads:      f.threads,
@@ -55,7 +55,12 @@ func (f *dataFlags) open(cmd *cobra.Command) (*server.Service, error) {
 		NoGenerator:  f.noGenerator,
 		NoCURColumns: f.noCURColumns,
 		Device:       f.device,
-	})
+	}
+}
+
+// open opens the Service on --data.
+func (f *dataFlags) open(cmd *cobra.Command) (*server.Service, error) {
+	return server.Open(f.config(cmd))
 }
 
 // addServiceCommands registers ingest and search.
