@@ -62,6 +62,7 @@ type blendRecord struct {
 	Answers       []string                   `json:"answers"`
 	Model         string                     `json:"model"` // fingerprint
 	Ratio         float64                    `json:"ratio"`
+	Gradual       bool                       `json:"gradual,omitempty"`
 	MaxContext    int                        `json:"max_context"`
 	Chunks        int                        `json:"chunks"`
 	Passages      int                        `json:"passages"`
@@ -98,6 +99,7 @@ type blendSummary struct {
 	Dataset            string                      `json:"dataset"`
 	Questions          int                         `json:"questions"`
 	Ratio              float64                     `json:"ratio"`
+	Gradual            bool                        `json:"gradual,omitempty"`
 	MeanChunks         float64                     `json:"mean_chunks"`
 	MeanTokens         float64                     `json:"mean_tokens"`
 	KVPrecomputeS      float64                     `json:"kv_precompute_s"`
@@ -119,6 +121,7 @@ type evalBlendFlags struct {
 	limit      int
 	modes      []string
 	ratio      float64
+	gradual    bool
 	maxContext int
 	json       bool
 }
@@ -148,6 +151,7 @@ func addEvalBlendCommand(eval *cobra.Command) {
 	f.IntVar(&fl.limit, "limit", 0, "evaluate only the first N questions (0 = all)")
 	f.StringSliceVar(&fl.modes, "modes", modeNames(blend.Modes), "modes to evaluate (full is always run: it is the reference)")
 	f.Float64Var(&fl.ratio, "ratio", blend.DefaultRatio, "CacheBlend recompute ratio r in [0, 1]")
+	f.BoolVar(&fl.gradual, "gradual", false, "CacheBlend with gradual filtering (2r rows at layer 1, r from layer 2)")
 	f.IntVar(&fl.maxContext, "max-context", 0, "cap the context budget at N tokens (0 = the model's context length)")
 	f.BoolVar(&fl.json, "json", false, "print the summary as JSON")
 	cmd.MarkFlagRequired("dataset")
@@ -207,6 +211,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 		return err
 	}
 	r.be = be
+	r.gradual = fl.gradual
 	done := map[int]blendRecord{}
 	var out *os.File
 	if fl.out != "" {
@@ -244,6 +249,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 	if err != nil {
 		return err
 	}
+	sum.Gradual = fl.gradual
 	if fl.json {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
@@ -259,6 +265,7 @@ type blendRunner struct {
 	prefixKV   *model.KV
 	modes      []blend.Mode
 	ratio      float64
+	gradual    bool // CacheBlend's gradual filtering
 	maxContext int
 	budget     int // context rows available to P, chunks and Q, before the answer
 	fp         string
@@ -289,7 +296,7 @@ func newBlendRunner(m *model.Model, modes []blend.Mode, ratio float64, maxContex
 
 // compatible reports whether rec was measured under the runner's settings.
 func (r *blendRunner) compatible(rec blendRecord) bool {
-	return rec.Model == r.fp && rec.Ratio == r.ratio && rec.MaxContext == r.maxContext
+	return rec.Model == r.fp && rec.Ratio == r.ratio && rec.Gradual == r.gradual && rec.MaxContext == r.maxContext
 }
 
 // matches reports whether rec can be reused: same settings, every mode.
@@ -317,7 +324,7 @@ func passageText(title, text string) string {
 // question runs every mode on one question.
 func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blendRecord, error) {
 	rec := blendRecord{
-		Index: idx, Question: it.Question, Answers: it.Answers, Model: r.fp, Ratio: r.ratio,
+		Index: idx, Question: it.Question, Answers: it.Answers, Model: r.fp, Ratio: r.ratio, Gradual: r.gradual,
 		MaxContext: r.maxContext, Passages: len(it.Ctxs), Modes: map[string]blendModeRecord{},
 	}
 	var texts []string
@@ -369,6 +376,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 	for _, mode := range r.modes { // full first
 		opt := blend.DefaultOptions(mode)
 		opt.Ratio = r.ratio
+		opt.Gradual = r.gradual && mode == blend.ModeCacheBlend
 		opt.Backend = r.be
 		start := time.Now()
 		res, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
