@@ -571,6 +571,7 @@ type badgerLogger struct{ l *slog.Logger }
 func (b badgerLogger) Errorf(f string, a ...any) {
 	b.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
 }
+
 // Warningf logs at warn, except Badger's periodic block-cache hit-ratio
 // report: chunk KV values are large and each is read once per question, so
 // the block cache never hits and Badger suggests a bigger one every minute

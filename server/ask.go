@@ -181,11 +181,7 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 	}
 	seg := e.format.Segments(req.Question, texts)
 
-	chunkRows := 0
-	for _, c := range seg.Chunks {
-		chunkRows += len(c)
-	}
-	opt, note := s.fusion(mode, req.Ratio, req.RatioAuto, chunkRows)
+	opt, note := s.fusion(mode, req.Ratio, req.RatioAuto, chunkRows(seg))
 	ans.Mode, ans.Note = string(opt.Mode), note
 	if opt.Mode == blend.ModeCacheBlend {
 		ans.Ratio = opt.Ratio
@@ -272,11 +268,7 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 		res, err := blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
 		if ld != nil {
 			if err == nil {
-				rows := 0
-				for _, c := range seg.Chunks {
-					rows += len(c)
-				}
-				e.fid.observe(ld.ReadTime(), rows, ld.Layers(), res.Stats)
+				e.fid.observe(ld.ReadTime(), chunkRows(seg), ld.Layers(), res.Stats)
 			}
 			ld.Close()
 		}
@@ -390,4 +382,14 @@ func (s *Service) computeMissingKV(ids []string) (int, error) {
 		computed++
 	}
 	return computed, nil
+}
+
+// chunkRows is the number of chunk rows of seg (its fused context less P
+// and Q).
+func chunkRows(seg blend.Segments) int {
+	n := 0
+	for _, c := range seg.Chunks {
+		n += len(c)
+	}
+	return n
 }
