@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -218,7 +214,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 		if done, err = readBlendRecords(fl.out); err != nil {
 			return err
 		}
-		if out, err = os.OpenFile(fl.out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+		if out, err = openJSONL(fl.out); err != nil {
 			return err
 		}
 		defer out.Close()
@@ -238,7 +234,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 			return fmt.Errorf("question %d: %w", i, err)
 		}
 		if out != nil {
-			if err := appendBlendRecord(out, rec); err != nil {
+			if err := appendJSONL(out, rec); err != nil {
 				return fmt.Errorf("%s: %w", fl.out, err)
 			}
 		}
@@ -647,47 +643,17 @@ func printBlendSummary(w io.Writer, s blendSummary) error {
 }
 
 // readBlendRecords reads the records of a JSONL file written by an earlier
-// run, keyed by question index (a later line for the same question wins). A
-// missing file gives none. A partial last line (an interrupted write) is cut
-// off the file; any other unreadable line is an error.
+// run, keyed by question index (a later line for the same question wins),
+// as readJSONL does: a missing file gives none, a partial last line is cut
+// off the file, any other unreadable line is an error.
 func readBlendRecords(path string) (map[int]blendRecord, error) {
-	out := map[int]blendRecord{}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return out, nil
-	}
+	recs, err := readJSONL[blendRecord](path)
 	if err != nil {
 		return nil, err
 	}
-	if end := bytes.LastIndexByte(b, '\n') + 1; end < len(b) {
-		if err := os.Truncate(path, int64(end)); err != nil {
-			return nil, fmt.Errorf("cutting the partial last line of %s: %w", path, err)
-		}
-		b = b[:end]
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, len(b)+1)
-	for line := 1; sc.Scan(); line++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var r blendRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
+	out := make(map[int]blendRecord, len(recs))
+	for _, r := range recs {
 		out[r.Index] = r
 	}
-	return out, sc.Err()
-}
-
-// appendBlendRecord writes rec as one line and syncs it to disk.
-func appendBlendRecord(f *os.File, rec blendRecord) error {
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	return f.Sync()
+	return out, nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -269,27 +268,21 @@ func ceMatrix(ctx context.Context, ce cur.CrossEncoder, rows, ids []string, out 
 	done := map[string]bool{}
 	var w *os.File
 	if out != "" {
-		if b, err := os.ReadFile(out); err == nil {
-			sc := bufio.NewScanner(strings.NewReader(string(b)))
-			sc.Buffer(nil, 1<<20)
-			for sc.Scan() {
-				var c curColumn
-				if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
-					return nil, 0, 0, fmt.Errorf("%s: %w", out, err)
-				}
-				j, ok := col[c.Chunk]
-				if c.Rows != key || !ok || len(c.Scores) != len(rows) {
-					return nil, 0, 0, fmt.Errorf("%s holds columns of other questions or chunks: use a new --out", out)
-				}
-				for r, v := range c.Scores {
-					table[r][j] = v
-				}
-				done[c.Chunk] = true
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
+		cols, err := readJSONL[curColumn](out)
+		if err != nil {
 			return nil, 0, 0, err
 		}
-		if w, err = os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err != nil {
+		for _, c := range cols {
+			j, ok := col[c.Chunk]
+			if c.Rows != key || !ok || len(c.Scores) != len(rows) {
+				return nil, 0, 0, fmt.Errorf("%s holds columns of other questions or chunks: use a new --out", out)
+			}
+			for r, v := range c.Scores {
+				table[r][j] = v
+			}
+			done[c.Chunk] = true
+		}
+		if w, err = openJSONL(out); err != nil {
 			return nil, 0, 0, err
 		}
 		defer w.Close()
@@ -309,9 +302,8 @@ func ceMatrix(ctx context.Context, ce cur.CrossEncoder, rows, ids []string, out 
 			table[r][j] = v
 		}
 		if w != nil {
-			b, _ := json.Marshal(curColumn{Rows: key, Chunk: id, Scores: s})
-			if _, err := w.Write(append(b, '\n')); err != nil {
-				return nil, calls, spent, err
+			if err := appendJSONL(w, curColumn{Rows: key, Chunk: id, Scores: s}); err != nil {
+				return nil, calls, spent, fmt.Errorf("%s: %w", out, err)
 			}
 		}
 		fmt.Fprintf(progress, "\rCE matrix: chunk %d/%d, %.0f ms per CE call   ", j+1, len(ids), ms(spent)/float64(calls))
