@@ -49,14 +49,18 @@ func addEvalRapidCommand(eval *cobra.Command) {
 			"adaptive one), drafting throughout, plus once per η at the defaults (adaptive γ, self-\n" +
 			"disabling). Per run: tok/s, speedup, acceptance, mean accepted length, the computed bound\n" +
 			"(best speedup the measured drafter step, target step and verify cost allow at the measured\n" +
-			"acceptance), token agreement with the target and F1/EM against gold.",
+			"acceptance), token agreement with the target and F1/EM against gold. One JSONL line per\n" +
+			"question goes to --out; a rerun reuses the questions already there (measured with the same\n" +
+			"model, --mode, --context-tokens, --max-tokens, --draft-chunks and holding every --gamma/--eta\n" +
+			"run), computes the rest and summarizes them all; a question measured under other settings\n" +
+			"is an error.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runEvalRapid(cmd, &fl) },
 	}
 	fl.ef.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&fl.dataset, "dataset", "", "dataset JSON (e.g. ../shared/eval/musique_dev.json)")
-	f.StringVar(&fl.out, "out", "", "JSONL file of per-question results (overwritten)")
+	f.StringVar(&fl.out, "out", "", "JSONL file of per-question results (appended; resumes a previous run)")
 	f.IntVar(&fl.limit, "limit", 0, "evaluate only the first N questions (0 = all)")
 	f.IntVar(&fl.contextTokens, "context-tokens", 0, "target context length in tokens, answer excluded (0 = the model's context length minus --max-tokens)")
 	f.IntVar(&fl.draftChunks, "draft-chunks", 3, "passages in the drafter's context")
@@ -138,11 +142,17 @@ type rapidRun struct {
 	Same      bool    `json:"same"`
 }
 
-// rapidRecord is one question's results.
+// rapidRecord is one question's results, one line of --out. Model, Mode,
+// ContextTokens, MaxTokens and DraftChunks are the settings it was measured
+// under: a resumed run reuses it only under the same ones.
 type rapidRecord struct {
 	Index         int      `json:"index"`
 	Question      string   `json:"question"`
 	Answers       []string `json:"answers"`
+	Model         string   `json:"model"` // fingerprint
+	Mode          string   `json:"mode"`
+	ContextTokens int      `json:"context_tokens"`
+	MaxTokens     int      `json:"max_tokens"`
 	Chunks        int      `json:"chunks"`
 	DraftChunks   int      `json:"draft_chunks"`
 	TargetRows    int      `json:"target_rows"`
@@ -248,29 +258,51 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 	if err != nil {
 		return err
 	}
+	done := map[int]rapidRecord{}
 	var out *os.File
 	if fl.out != "" {
-		if out, err = os.Create(fl.out); err != nil {
+		old, err := readJSONL[rapidRecord](fl.out)
+		if err != nil {
+			return err
+		}
+		for _, rec := range old {
+			done[rec.Index] = rec // a later line for the same question wins
+		}
+		if out, err = openJSONL(fl.out); err != nil {
 			return err
 		}
 		defer out.Close()
 	}
 	logw := cmd.ErrOrStderr()
 	var recs []rapidRecord
+	resumed := 0
 	for i := range n {
+		if rec, ok := done[i]; ok {
+			if !r.compatible(rec, items[i]) {
+				return fmt.Errorf("%s: question %d was measured with another model, question, --mode, --context-tokens, --max-tokens or --draft-chunks; use another --out", fl.out, i)
+			}
+			if runs, ok := selectRuns(rec.Runs, cfgs); ok {
+				rec.Runs = runs
+				recs = append(recs, rec)
+				resumed++
+				continue
+			}
+		}
 		start := time.Now()
 		rec, err := r.question(cmd.Context(), items, i, cfgs)
 		if err != nil {
 			return fmt.Errorf("question %d: %w", i, err)
 		}
 		if out != nil {
-			b, _ := json.Marshal(rec)
-			if _, err := out.Write(append(b, '\n')); err != nil {
+			if err := appendJSONL(out, rec); err != nil {
 				return fmt.Errorf("%s: %w", fl.out, err)
 			}
 		}
 		recs = append(recs, rec)
 		fmt.Fprintf(logw, "eval rapid: question %d/%d: target %d rows, drafter %d rows, %.1f s\n", i+1, n, rec.TargetRows, rec.DraftRows, time.Since(start).Seconds())
+	}
+	if resumed > 0 {
+		fmt.Fprintf(logw, "eval rapid: %d of %d questions resumed from %s\n", resumed, n, fl.out)
 	}
 	sum := summarizeRapid(fl, cfgs, recs)
 	if fl.json {
@@ -287,7 +319,28 @@ type rapidRunner struct {
 	format   *blend.Format
 	prefixKV *model.KV
 	mode     blend.Mode
+	fp       string // the model's fingerprint
 	fl       *evalRapidFlags
+}
+
+// compatible reports whether rec was measured on question it under the
+// runner's model and settings.
+func (r *rapidRunner) compatible(rec rapidRecord, it evalItem) bool {
+	return rec.Model == r.fp && rec.Question == it.Question && rec.Mode == string(r.mode) &&
+		rec.ContextTokens == r.fl.contextTokens && rec.MaxTokens == r.fl.maxTokens && rec.DraftChunks == r.fl.draftChunks
+}
+
+// selectRuns returns the runs of cfgs, in their order, from a record's
+// runs; ok is false when one is missing.
+func selectRuns(runs []rapidRun, cfgs []rapidConfig) (sel []rapidRun, ok bool) {
+	for _, c := range cfgs {
+		k := slices.IndexFunc(runs, func(run rapidRun) bool { return run.rapidConfig == c })
+		if k < 0 {
+			return nil, false
+		}
+		sel = append(sel, runs[k])
+	}
+	return sel, true
 }
 
 func newRapidRunner(m *model.Model, mode blend.Mode, fl *evalRapidFlags) (*rapidRunner, error) {
@@ -299,7 +352,7 @@ func newRapidRunner(m *model.Model, mode blend.Mode, fl *evalRapidFlags) (*rapid
 	if err != nil {
 		return nil, err
 	}
-	return &rapidRunner{m: m, format: f, prefixKV: pkv, mode: mode, fl: fl}, nil
+	return &rapidRunner{m: m, format: f, prefixKV: pkv, mode: mode, fp: m.Fingerprint(), fl: fl}, nil
 }
 
 // contextPassages returns the passages of question i, then of the following
@@ -365,7 +418,10 @@ func answerText(m *model.Model, toks []int32) string {
 func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfgs []rapidConfig) (rapidRecord, error) {
 	it := items[i]
 	m := r.m
-	rec := rapidRecord{Index: i, Question: it.Question, Answers: it.Answers}
+	rec := rapidRecord{
+		Index: i, Question: it.Question, Answers: it.Answers, Model: r.fp, Mode: string(r.mode),
+		ContextTokens: r.fl.contextTokens, MaxTokens: r.fl.maxTokens, DraftChunks: r.fl.draftChunks,
+	}
 	q := r.format.Question(it.Question)
 	texts := r.contextPassages(items, i, r.fl.contextTokens-len(r.format.Prefix())-len(q))
 	if len(texts) == 0 {

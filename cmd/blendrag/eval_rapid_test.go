@@ -1,9 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/blendrag/blendrag/kernels"
+	"github.com/blendrag/blendrag/model/modeltest"
 )
 
 func TestDraftPassagesAreTheMostOverlappingInPromptOrder(t *testing.T) {
@@ -55,5 +64,123 @@ func TestSummarizeRapidSpeedupIsTotalTimePerToken(t *testing.T) {
 	c := s.Configs[0]
 	if math.Abs(c.Speedup-2) > 1e-12 || math.Abs(c.AcceptRate-0.75) > 1e-12 || c.MeanAccepted != 3 || c.Same != 2 || math.Abs(c.OfBound-2) > 1e-12 {
 		t.Errorf("summary %+v", c)
+	}
+}
+
+// TestEvalRapidResumesFromOut runs `eval rapid` on a generated model and a
+// three-question dataset with one --out: --limit 1, then --limit 2 computes
+// only the second question and summarizes both; a partial last line (an
+// interrupted write) is cut and its question computed again; a subset of
+// the --gamma runs is served from the file; other --context-tokens are
+// refused.
+func TestEvalRapidResumesFromOut(t *testing.T) {
+	dir := t.TempDir()
+	modelPath := filepath.Join(dir, "m.gguf")
+	if err := modeltest.Write(modelPath, modeltest.Spec{Layers: 2, Dim: 32, Heads: 4, KVHeads: 2, FFN: 64, Context: 512, Weights: kernels.F32, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	const ds = `[
+	{"question": "Where does the river rise?", "answers": ["the hills"], "ctxs": [
+		{"text": "The river rises in the hills."}, {"text": "Barges carried coal."}, {"title": "Canal", "text": "The canal is old."}]},
+	{"question": "What did barges carry?", "answers": ["coal"], "ctxs": [
+		{"text": "Barges carried coal and cloth."}, {"text": "The railway ended the trade."}]},
+	{"question": "Who built the bridge?", "answers": ["Edwin Clay"], "ctxs": [
+		{"text": "Edwin Clay built the bridge."}, {"text": "The bridge has seven arches."}]}
+]`
+	dsPath, out := filepath.Join(dir, "ds.json"), filepath.Join(dir, "out.jsonl")
+	if err := os.WriteFile(dsPath, []byte(ds), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// run runs with --gamma gammas and returns the summary and the 1-based
+	// numbers of the questions the run computed (from its progress lines).
+	run := func(gammas string, extra ...string) (rapidEvalSummary, []int, string, error) {
+		root := newRootCommand()
+		var stdout, stderr bytes.Buffer
+		root.SetOut(&stdout)
+		root.SetErr(&stderr)
+		root.SetArgs(append([]string{"eval", "rapid", "--dataset", dsPath, "--model", modelPath, "--threads", "2",
+			"--context-tokens", "480", "--max-tokens", "12", "--gamma", gammas, "--eta", "0", "--out", out, "--json"}, extra...))
+		err := root.Execute()
+		var sum rapidEvalSummary
+		if err == nil {
+			if jerr := json.Unmarshal(stdout.Bytes(), &sum); jerr != nil {
+				t.Fatalf("summary: %v\n%s", jerr, stdout.String())
+			}
+		}
+		var computed []int
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var q, n int
+			if _, serr := fmt.Sscanf(line, "eval rapid: question %d/%d:", &q, &n); serr == nil {
+				computed = append(computed, q)
+			}
+		}
+		return sum, computed, stderr.String(), err
+	}
+	lines := func() []string {
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.SplitAfter(string(raw), "\n")
+	}
+	// checkSummary checks that the summary covers the file's first n
+	// records, from means worked out here.
+	checkSummary := func(sum rapidEvalSummary, n int) {
+		t.Helper()
+		recs, err := readJSONL[rapidRecord](out)
+		if err != nil || len(recs) < n {
+			t.Fatalf("records %d, %v; want ≥ %d", len(recs), err, n)
+		}
+		var rows float64
+		for _, r := range recs[:n] {
+			rows += float64(r.TargetRows)
+		}
+		if sum.Questions != n || len(sum.Configs) != 3 || sum.Configs[0].Questions != n || math.Abs(sum.MeanTarget-rows/float64(n)) > 1e-9 {
+			t.Errorf("summary over %d questions, mean target rows %g (want %g), configs %d", sum.Questions, sum.MeanTarget, rows/float64(n), len(sum.Configs))
+		}
+	}
+
+	if _, computed, _, err := run("4,auto", "--limit", "1"); err != nil || !slices.Equal(computed, []int{1}) {
+		t.Fatalf("--limit 1: computed %v, err %v; want question 1", computed, err)
+	}
+	first := lines()
+	if len(first) != 2 || first[1] != "" { // one line, then the empty rest
+		t.Fatalf("--limit 1 wrote %q, want one line", first)
+	}
+	sum, computed, log, err := run("4,auto", "--limit", "2")
+	if err != nil || !slices.Equal(computed, []int{2}) || !strings.Contains(log, "1 of 2 questions resumed") {
+		t.Fatalf("--limit 2 after --limit 1: computed %v, err %v, log:\n%s\nwant question 2 only", computed, err, log)
+	}
+	second := lines()
+	if len(second) != 3 || second[0] != first[0] {
+		t.Fatalf("--limit 2 left %d lines, first changed: %v", len(second)-1, second[0] != first[0])
+	}
+	checkSummary(sum, 2)
+
+	// A write cut short: half of question 2's line.
+	if err := os.WriteFile(out, []byte(second[0]+second[1][:len(second[1])/2]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, computed, _, err = run("4,auto", "--limit", "2")
+	if err != nil || !slices.Equal(computed, []int{2}) {
+		t.Fatalf("after a partial last line: computed %v, err %v; want question 2 again", computed, err)
+	}
+	third := lines()
+	if len(third) != 3 || third[0] != first[0] {
+		t.Fatalf("after recovery: %d lines, want 2 whole ones", len(third)-1)
+	}
+	checkSummary(sum, 2)
+
+	// Fewer --gamma runs: all served from the file.
+	sum, computed, _, err = run("4", "--limit", "2")
+	if err != nil || len(computed) != 0 || len(sum.Configs) != 2 || sum.Configs[0].Name != "η=0 γ=4" || sum.Configs[0].Questions != 2 {
+		t.Errorf("--gamma 4 only: computed %v, err %v, configs %+v; want none computed, 2 configs", computed, err, sum.Configs)
+	}
+
+	if _, _, _, err := run("4,auto", "--limit", "2", "--context-tokens", "470"); err == nil || !strings.Contains(err.Error(), "use another --out") {
+		t.Errorf("other --context-tokens on the same --out: err %v, want a refusal", err)
+	}
+	if got := lines(); len(got) != 3 {
+		t.Errorf("a refused run changed the file to %d lines", len(got)-1)
 	}
 }
