@@ -1,6 +1,7 @@
 // Package cuda is blendrag's GPU backend: device buffers, PTX kernels compiled
 // from kernels.cu with nvcc (gen.sh; the PTX is committed and embedded) and
-// loaded through gorgonia.org/cu, and cuBLAS through gorgonia.org/cu/blas.
+// loaded through gorgonia.org/cu, and cuBLAS opened at run time with dlopen
+// (cublas_cu.go says why it is not linked).
 //
 // Everything but this file is built only with the cuda (or cudaemu) build tag and cgo
 // (go build -tags cuda, CGO_ENABLED=1, with cuda.h, cublas_v2.h, libcuda

@@ -6,12 +6,11 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"unsafe"
 
-	"gonum.org/v1/gonum/blas"
 	"gorgonia.org/cu"
-	cublas "gorgonia.org/cu/blas"
 )
 
 // ptx is kernels.cu compiled by gen.sh.
@@ -23,14 +22,14 @@ var ptx string
 const emulated = false
 
 // driver is one GPU through gorgonia.org/cu: its primary context, the
-// kernels' module and a cuBLAS handle. Calls other than openDriver must run
+// kernels' module and, once MatMulBLAS needs it, a cuBLAS handle. Calls other than openDriver must run
 // between bind and the function bind returns.
 type driver struct {
 	dev  cu.Device
 	ctx  cu.CUContext
 	mod  cu.Module
 	fns  [numKernels]cu.Function
-	blas *cublas.Standard
+	blas *cublas // nil until the first sgemm
 }
 
 // openDriver initialises GPU ordinal and returns it with its name.
@@ -70,11 +69,22 @@ func openDriver(ordinal int) (*driver, string, error) {
 	return drv, name, nil
 }
 
-// load loads the PTX module, its kernels and cuBLAS.
+// load loads the kernels' module and its kernels: the embedded PTX, or the
+// PTX, cubin or fatbin file named by $BLENDRAG_CUDA_MODULE (for checking a
+// module compiled on the GPU host with its own nvcc, e.g.
+// nvcc -cubin -arch=sm_90 --fmad=false -O3 kernels.cu).
 func (drv *driver) load() error {
-	mod, err := cu.LoadData(ptx)
+	image, src := ptx, "the embedded PTX module"
+	if p := os.Getenv("BLENDRAG_CUDA_MODULE"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("$BLENDRAG_CUDA_MODULE: %w", err)
+		}
+		image, src = string(b), p
+	}
+	mod, err := cu.LoadData(image)
 	if err != nil {
-		return fmt.Errorf("loading the PTX module: %w", err)
+		return fmt.Errorf("loading %s: %w", src, err)
 	}
 	drv.mod = mod
 	for k, name := range kernelNames {
@@ -82,11 +92,6 @@ func (drv *driver) load() error {
 			return fmt.Errorf("kernel %s: %w", name, err)
 		}
 	}
-	b := &cublas.Standard{}
-	if err := b.Init(); err != nil {
-		return fmt.Errorf("cuBLAS: %w", err)
-	}
-	drv.blas = b
 	return nil
 }
 
@@ -110,7 +115,7 @@ func (drv *driver) close() error {
 	defer unbind()
 	var errs []error
 	if drv.blas != nil {
-		errs = append(errs, drv.blas.Close())
+		errs = append(errs, drv.blas.close())
 	}
 	var zero cu.Module
 	if drv.mod != zero {
@@ -147,17 +152,16 @@ func (drv *driver) launch(k kernel, gx, gy, block, shared int, a *args) error {
 }
 
 // sgemm computes y = W·x for row-major W (rows×cols), x (n×cols) and
-// y (n×rows) on the device with cuBLAS. In cuBLAS's column-major view W is
-// a cols×rows matrix, x is cols×n and y is rows×n, so y = Wᵀ·x.
+// y (n×rows) on the device with cuBLAS, opening it on first use. In cuBLAS's
+// column-major view W is a cols×rows matrix, x is cols×n and y is rows×n, so
+// y = Wᵀ·x.
 func (drv *driver) sgemm(rows, cols, n int, w, x, y uintptr) error {
-	drv.blas.Sgemm(blas.Trans, blas.NoTrans, rows, n, cols, 1,
-		devF32(w, rows*cols), cols, devF32(x, n*cols), cols, 0, devF32(y, n*rows), rows)
-	return drv.blas.Err()
-}
-
-// devF32 views device memory as a []float32 for gorgonia.org/cu/blas, which
-// passes &s[0] to cuBLAS. The slice must never be read or written from Go.
-func devF32(p uintptr, n int) []float32 {
-	ptr := *(*unsafe.Pointer)(unsafe.Pointer(&p))
-	return unsafe.Slice((*float32)(ptr), n)
+	if drv.blas == nil {
+		b, err := openCUBLAS()
+		if err != nil {
+			return err
+		}
+		drv.blas = b
+	}
+	return drv.blas.sgemm(cublasOpT, cublasOpN, rows, n, cols, w, cols, x, cols, y, rows)
 }

@@ -29,10 +29,12 @@ __device__ __forceinline__ float ldf16(const unsigned char* p) {
     return __half2float(__ushort_as_half(h));
 }
 
+// stf16 stores f as binary16 at p, which must be 2-byte aligned (block
+// headers are: blocks of 34 and 36 bytes from a 256-byte aligned buffer).
+// One 16-bit store: on an H100 (driver 580, this PTX JIT-compiled for
+// sm_90) storing the two bytes separately left the low byte wrong.
 __device__ __forceinline__ void stf16(unsigned char* p, float f) {
-    unsigned short h = __half_as_ushort(__float2half_rn(f));
-    p[0] = (unsigned char)(h & 0xff);
-    p[1] = (unsigned char)(h >> 8);
+    *(unsigned short*)p = __half_as_ushort(__float2half_rn(f));
 }
 
 __device__ __forceinline__ float warp_max(float v) {

@@ -175,9 +175,9 @@ func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 // MatMulBLAS computes the same product as MatMul for an F32 matrix with
 // cuBLAS SGEMM. It is not bitwise the CPU's (cuBLAS chooses its own
 // reduction order, which may depend on n) and is meant for large prefill
-// batches. Other types give an error wrapping kernels.ErrUnsupported. After a
-// cuBLAS error the device's cuBLAS handle stays failed (gorgonia.org/cu/blas
-// keeps the first error).
+// batches. Other types give an error wrapping kernels.ErrUnsupported. cuBLAS
+// is opened on its first use (cublas_cu.go), not linked, so a missing cuBLAS
+// is an error here and nowhere else.
 func (d *Device) MatMulBLAS(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 	if m == nil || n <= 0 {
 		return fmt.Errorf("cuda: cuBLAS matmul of %d rows: need a matrix and n > 0: %w", n, kernels.ErrShape)
