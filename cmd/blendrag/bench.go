@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,6 +17,9 @@ import (
 
 //go:embed bench_llamacpp.py
 var llamaCppScript string
+
+//go:embed bench_hf.py
+var hfScript string
 
 // benchText is the source of benchmark prompts: plain English, repeated to
 // the prompt length.
@@ -28,12 +32,14 @@ type engineRun struct {
 	PrefillTokS  float64        `json:"prefill_tok_s"`
 	DecodeTokS   float64        `json:"decode_tok_s"`
 	LlamaCpp     *llamaCppBench `json:"llamacpp,omitempty"`
+	HF           *hfBench       `json:"hf,omitempty"`
 }
 
 // engineResult is the JSON that `bench engine` prints: the flat fields are
 // the --prompt-tokens run; runs holds every prompt length measured.
 type engineResult struct {
 	Model        string         `json:"model"`
+	Device       string         `json:"device"`
 	Threads      int            `json:"threads"`
 	PromptTokens int            `json:"prompt_tokens"`
 	DecodeTokens int            `json:"decode_tokens"`
@@ -82,6 +88,57 @@ func runLlamaCpp(python, modelPath string, ids []int32, decode, threads, rounds 
 		return nil, fmt.Errorf("llama.cpp reference printed %q: %w", out, err)
 	}
 	return &r, nil
+}
+
+// hfBench is HF transformers on the same GGUF (dequantised by transformers),
+// tokens and device, per dtype.
+type hfBench struct {
+	Version    string         `json:"version"`
+	DeviceName string         `json:"device_name"`
+	Runs       []hfDTypeBench `json:"runs"`
+}
+
+// hfDTypeBench is one dtype of hfBench; the ratios are blendrag / HF
+// (above 1: blendrag is faster).
+type hfDTypeBench struct {
+	DType        string  `json:"dtype"`
+	PrefillTokS  float64 `json:"prefill_tok_s"`
+	DecodeTokS   float64 `json:"decode_tok_s"`
+	PrefillRatio float64 `json:"prefill_ratio"`
+	DecodeRatio  float64 `json:"decode_ratio"`
+}
+
+// runHF measures HF transformers (bench_hf.py in python) on the same model
+// and device ("cuda" or "cpu") for each prompt (rounds[k] rounds for prompt
+// k) in one process, returning one hfBench per prompt. Its progress goes to
+// progress.
+func runHF(python, modelPath, device string, prompts [][]int32, rounds []int, decode int, progress io.Writer) ([]*hfBench, error) {
+	req, _ := json.Marshal(map[string]any{"model": modelPath, "prompts": prompts, "rounds": rounds, "decode": decode, "device": device})
+	c := exec.Command(python, "-c", hfScript)
+	c.Env = append(os.Environ(), "TQDM_DISABLE=1", "HF_HUB_OFFLINE=1")
+	c.Stdin = bytes.NewReader(req)
+	var stderr bytes.Buffer
+	c.Stderr = io.MultiWriter(&stderr, progress)
+	out, err := c.Output()
+	if err != nil {
+		return nil, fmt.Errorf("HF transformers baseline (%s): %w: %s", python, err, strings.TrimSpace(stderr.String()))
+	}
+	var r struct {
+		Version    string           `json:"version"`
+		DeviceName string           `json:"device_name"`
+		Prompts    [][]hfDTypeBench `json:"prompts"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("HF transformers baseline printed %q: %w", out, err)
+	}
+	if len(r.Prompts) != len(prompts) {
+		return nil, fmt.Errorf("HF transformers baseline answered %d prompts of %d", len(r.Prompts), len(prompts))
+	}
+	res := make([]*hfBench, len(prompts))
+	for k, runs := range r.Prompts {
+		res[k] = &hfBench{Version: r.Version, DeviceName: r.DeviceName, Runs: runs}
+	}
+	return res, nil
 }
 
 // peakRSSMB is the process's peak resident set (VmHWM) in MB, or 0 where

@@ -26,7 +26,7 @@ const defaultMaxPrompt = 4096
 func engineBenchCommand() *cobra.Command {
 	var ef engineFlags
 	var promptLen, decodeLen, rounds, maxPrompt int
-	var lengths, refPython, cpuProfile string
+	var lengths, refPython, hfPython, cpuProfile string
 	var asJSON bool
 	engine := &cobra.Command{
 		Use:   "engine",
@@ -36,15 +36,21 @@ func engineBenchCommand() *cobra.Command {
 			"after each prompt (end of generation ignored), best of --rounds (one round for prompts\n" +
 			"over 1024 tokens). The flat JSON fields are the --prompt-tokens run. With\n" +
 			"--llamacpp-python it runs llama.cpp (llama-cpp-python in that Python) on the same GGUF,\n" +
-			"tokens and threads in the same run and reports the ratios.",
+			"tokens and threads in the same run and reports the ratios. --device cuda runs blendrag's\n" +
+			"CUDA backend (a -tags cuda binary); --hf-python adds HF transformers (float32 and bfloat16)\n" +
+			"on the same GGUF, tokens and device as its baseline.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, err := ef.load(cmd)
+			m, be, err := ef.open(cmd)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
-			res := engineResult{Model: m.Config.Name, Threads: m.Threads(), PromptTokens: promptLen,
+			defer be.Close()
+			if be.Device() != "cpu" && refPython != "" {
+				return fmt.Errorf("--llamacpp-python measures llama.cpp on the CPU: use it with --device cpu (see --hf-python for a GPU baseline)")
+			}
+			res := engineResult{Model: m.Config.Name, Device: be.Device(), Threads: m.Threads(), PromptTokens: promptLen,
 				DecodeTokens: decodeLen, ContextTokens: m.Config.Context}
 			plan, note, err := benchLengths(lengths, promptLen, decodeLen, maxPrompt, m.Config.Context)
 			if err != nil {
@@ -66,6 +72,8 @@ func engineBenchCommand() *cobra.Command {
 			if path == "" {
 				path = fetch.GeneratorPath(modelsDir(cmd))
 			}
+			var prompts [][]int32 // for the HF baseline, run after blendrag's
+			var roundsOf []int
 			for _, n := range plan {
 				ids := benchPrompt(m, n)
 				run := engineRun{PromptTokens: n, DecodeTokens: decodeLen}
@@ -74,7 +82,7 @@ func engineBenchCommand() *cobra.Command {
 					rr = 1
 				}
 				for r := 0; r < rr; r++ {
-					pre, dec, err := benchOnce(m, ids, decodeLen)
+					pre, dec, err := benchOnce(be, m.Config, ids, decodeLen)
 					if err != nil {
 						return err
 					}
@@ -90,10 +98,34 @@ func engineBenchCommand() *cobra.Command {
 					ref.DecodeRatio = run.DecodeTokS / ref.DecodeTokS
 					run.LlamaCpp = ref
 				}
-				if n == promptLen {
+				fmt.Fprintf(cmd.ErrOrStderr(), "blendrag on %s, %d tokens: prefill %.0f tok/s, decode %.1f tok/s\n",
+					be.Device(), n, run.PrefillTokS, run.DecodeTokS)
+				res.Runs = append(res.Runs, run)
+				prompts = append(prompts, ids)
+				roundsOf = append(roundsOf, rr)
+			}
+			if hfPython != "" {
+				dev := "cpu"
+				if be.Device() != "cpu" {
+					dev = "cuda"
+				}
+				refs, err := runHF(hfPython, path, dev, prompts, roundsOf, decodeLen, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				for k, ref := range refs {
+					run := &res.Runs[k]
+					for i := range ref.Runs {
+						ref.Runs[i].PrefillRatio = run.PrefillTokS / ref.Runs[i].PrefillTokS
+						ref.Runs[i].DecodeRatio = run.DecodeTokS / ref.Runs[i].DecodeTokS
+					}
+					run.HF = ref
+				}
+			}
+			for _, run := range res.Runs {
+				if run.PromptTokens == promptLen {
 					res.PrefillTokS, res.DecodeTokS, res.LlamaCpp = run.PrefillTokS, run.DecodeTokS, run.LlamaCpp
 				}
-				res.Runs = append(res.Runs, run)
 			}
 			res.RSSMB = peakRSSMB()
 			w := cmd.OutOrStdout()
@@ -101,11 +133,17 @@ func engineBenchCommand() *cobra.Command {
 				return json.NewEncoder(w).Encode(res)
 			}
 			for _, r := range res.Runs {
-				fmt.Fprintf(w, "%s, %d threads, %d-token prompt: prefill %.1f tok/s, decode %.1f tok/s (%d tokens)\n",
-					res.Model, res.Threads, r.PromptTokens, r.PrefillTokS, r.DecodeTokS, r.DecodeTokens)
+				fmt.Fprintf(w, "%s on %s, %d threads, %d-token prompt: prefill %.1f tok/s, decode %.1f tok/s (%d tokens)\n",
+					res.Model, res.Device, res.Threads, r.PromptTokens, r.PrefillTokS, r.DecodeTokS, r.DecodeTokens)
 				if l := r.LlamaCpp; l != nil {
 					fmt.Fprintf(w, "  %s: prefill %.1f tok/s, decode %.1f tok/s; blendrag/llama.cpp = %.2f× prefill, %.2f× decode\n",
 						l.Version, l.PrefillTokS, l.DecodeTokS, l.PrefillRatio, l.DecodeRatio)
+				}
+				if h := r.HF; h != nil {
+					for _, d := range h.Runs {
+						fmt.Fprintf(w, "  %s %s on %s: prefill %.1f tok/s, decode %.1f tok/s; blendrag/HF = %.2f× prefill, %.2f× decode\n",
+							h.Version, d.DType, h.DeviceName, d.PrefillTokS, d.DecodeTokS, d.PrefillRatio, d.DecodeRatio)
+					}
 				}
 			}
 			if res.MaxPromptNote != "" {
@@ -123,6 +161,7 @@ func engineBenchCommand() *cobra.Command {
 	engine.Flags().IntVar(&rounds, "rounds", 2, "repeat and keep the best (prompts over 1024 tokens: one round)")
 	engine.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	engine.Flags().StringVar(&refPython, "llamacpp-python", "", "Python with llama-cpp-python: also measure llama.cpp in this run")
+	engine.Flags().StringVar(&hfPython, "hf-python", "", "Python with torch, transformers and gguf: also measure HF transformers on the same GGUF and device in this run")
 	engine.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of blendrag's runs to this file")
 	return engine
 }
@@ -170,12 +209,14 @@ func benchPrompt(m *model.Model, n int) []int32 {
 	return ids[:n]
 }
 
-// benchOnce prefills ids into a fresh cache and decodes decodeLen greedy
-// tokens, returning both rates in tokens/s.
-func benchOnce(m *model.Model, ids []int32, decodeLen int) (prefill, decode float64, err error) {
-	kv := model.NewKV(m.Config)
+// benchOnce prefills ids into a fresh cache on backend be and decodes
+// decodeLen greedy tokens, returning both rates in tokens/s. Each step's
+// logits are copied back to the host, so a device's work is finished when
+// the clock is read.
+func benchOnce(be model.Backend, c model.Config, ids []int32, decodeLen int) (prefill, decode float64, err error) {
+	kv := model.NewKV(c)
 	t0 := time.Now()
-	logits, err := m.Forward(kv, ids, model.Positions(0, len(ids)), false)
+	logits, err := be.Forward(kv, ids, model.Positions(0, len(ids)), false)
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench prefill of %d tokens: %w", len(ids), err)
 	}
@@ -183,7 +224,7 @@ func benchOnce(m *model.Model, ids []int32, decodeLen int) (prefill, decode floa
 	tok := model.Argmax(logits)
 	t1 := time.Now()
 	for i := 0; i < decodeLen; i++ {
-		if logits, err = m.Step(kv, tok); err != nil {
+		if logits, err = be.Forward(kv, []int32{tok}, []int32{model.NextPos(kv)}, false); err != nil {
 			return 0, 0, fmt.Errorf("bench decode: %w", err)
 		}
 		tok = model.Argmax(logits)
