@@ -395,7 +395,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 			res.Groups.Of = res.Groups.Of[:rows]
 		}
 		res.Logits = logits
-		agree, err := forcedAgreement(r.m, res, fullTokens)
+		agree, err := forcedAgreement(r.be, r.m.Config, res, fullTokens)
 		if err != nil {
 			return rec, fmt.Errorf("%s teacher forcing: %w", mode, err)
 		}
@@ -424,8 +424,10 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 // against the logits of ref[:len(ref)−1] fed after the context in one pass
 // (rows are computed causally by position, as decoding them one at a time
 // would; with APE's groups they join the plain group, as blend.Generate's
-// rows do). res.KV and res.Groups are restored before it returns.
-func forcedAgreement(m *model.Model, res *blend.Result, ref []int32) (int, error) {
+// rows do), on backend be (of the model with config c) — the one that produced res, so that the forced
+// rows and the greedy answer come from the same arithmetic. res.KV and
+// res.Groups are restored before it returns.
+func forcedAgreement(be model.Backend, c model.Config, res *blend.Result, ref []int32) (int, error) {
 	if len(ref) == 0 {
 		return 0, nil
 	}
@@ -439,8 +441,8 @@ func forcedAgreement(m *model.Model, res *blend.Result, ref []int32) (int, error
 	}
 	kv, n0 := res.KV, res.KV.Len()
 	pos := model.Positions(int(model.NextPos(kv)), len(feed))
-	if last := int(pos[len(pos)-1]); last >= m.Config.Context {
-		return 0, fmt.Errorf("position %d exceeds the context length %d", last, m.Config.Context)
+	if last := int(pos[len(pos)-1]); last >= c.Context {
+		return 0, fmt.Errorf("position %d exceeds the context length %d", last, c.Context)
 	}
 	first := kv.Grow(feed, pos)
 	defer kv.Truncate(n0)
@@ -453,19 +455,21 @@ func forcedAgreement(m *model.Model, res *blend.Result, ref []int32) (int, error
 	for i := range rows {
 		rows[i], sel[i] = first+i, i
 	}
-	p, err := m.NewPass(kv, rows)
+	p, err := be.NewPass(kv, rows)
 	if err != nil {
 		return 0, err
 	}
-	p.Groups = res.Groups
-	for l := range m.Config.Layers {
+	p.SetGroups(res.Groups)
+	for l := range c.Layers {
 		if err := p.Layer(l); err != nil {
 			return 0, err
 		}
 	}
-	v := m.Config.Vocab
+	v := c.Vocab
 	logits := make([]float32, len(feed)*v)
-	p.Logits(logits, sel)
+	if err := p.Logits(logits, sel); err != nil {
+		return 0, err
+	}
 	for i := range feed {
 		if model.Argmax(logits[i*v:(i+1)*v]) == ref[i+1] {
 			agree++

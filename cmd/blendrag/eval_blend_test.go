@@ -132,6 +132,11 @@ func TestReadBlendRecordsResumesAndCutsPartialLine(t *testing.T) {
 func TestForcedAgreementMatchesDecoding(t *testing.T) {
 	// This shape's greedy continuation is not one repeated token.
 	m := modeltest.New(t, modeltest.Spec{Layers: 4, Dim: 128, Heads: 4, KVHeads: 2, FFN: 256, Weights: kernels.F32, Seed: 13})
+	cpu, err := m.OpenBackend("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
 	f, err := blend.NewFormat(m.Tok, "sys", "read")
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +171,7 @@ func TestForcedAgreementMatchesDecoding(t *testing.T) {
 			res.Groups.Of = res.Groups.Of[:n]
 		}
 		res.Logits = logits
-		agree, err := forcedAgreement(m, res, g.Tokens)
+		agree, err := forcedAgreement(cpu, m.Config, res, g.Tokens)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +196,7 @@ func TestForcedAgreementMatchesDecoding(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if agree, err := forcedAgreement(m, res, ref); err != nil || agree != steps/2 {
+		if agree, err := forcedAgreement(cpu, m.Config, res, ref); err != nil || agree != steps/2 {
 			t.Errorf("%s: %d of %v ranked top-1 (err %v), want the %d even steps", mode, agree, ref, err, steps/2)
 		}
 	}
