@@ -201,6 +201,14 @@ bool run(int k, const uint64_t* a) {
     case 8: scatter_rows(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const int*>(a[2]), i32(a[3]), i32(a[4])); return true;
     case 9: swiglu(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), (long long)a[3]); return true;
     case 10: add_f32(ptr<float*>(a[0]), ptr<const float*>(a[1]), (long long)a[2]); return true;
+    case 11:
+        attend_split(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]),
+                     ptr<const int*>(a[4]), ptr<const int*>(a[5]), i32(a[6]), i32(a[7]), i32(a[8]), i32(a[9]),
+                     i32(a[10]), f32arg(a[11]), i32(a[12]));
+        return true;
+    case 12:
+        attend_combine(ptr<float*>(a[0]), ptr<const float*>(a[1]), i32(a[2]), i32(a[3]), i32(a[4]), i32(a[5]));
+        return true;
     }
     return false;
 }
@@ -223,7 +231,7 @@ void emu_copy_out(void* dst, uint64_t src, size_t n) { std::memcpy(dst, ptr<cons
 void fiber_main();
 
 int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) {
-    if (k < 0 || k > 10 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
+    if (k < 0 || k > 12 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
     std::lock_guard<std::mutex> lock(launchMu);
     while (stacks.size() < (size_t)bx) stacks.emplace_back(new char[stackBytes]);
     Launch l;

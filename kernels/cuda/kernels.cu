@@ -408,6 +408,117 @@ extern "C" __global__ void attend(float* out, const float* q, const float* keys,
 }
 
 // ---------------------------------------------------------------------------
+// Attention without key groups, split over keys (flash-decoding): the path
+// Attend takes when there are no APE groups. Warp w of a block takes query
+// row blockIdx.x*FA_WARPS + w and every query head of KV head
+// blockIdx.y / nSplit (GQA: the group's G heads share each key and value
+// read), over keys [sp*FA_SPLIT, (sp+1)*FA_SPLIT) with sp = blockIdx.y %
+// nSplit. Lane l owns dimensions l, l+32, ... of the head, so each key and
+// value row is read coalesced. It keeps an online softmax per head (running
+// max m, sum l, unnormalised output acc) and writes them to part, laid out
+// [nQ][heads][nSplit][headDim + 2] (acc, then m, then l); attend_combine
+// merges the splits. Memory is linear in nQ·nKeys/FA_SPLIT, and how keys are
+// split depends on nKeys alone, so a row's result does not depend on the
+// other rows computed with it. Needs headDim = 32·nd with nd ≤ FA_MAXD and
+// heads/kvHeads ≤ FA_MAXG.
+#define FA_WARPS 4
+#define FA_SPLIT 256
+#define FA_MAXG 8
+#define FA_MAXD 4
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+extern "C" __global__ void attend_split(float* part, const float* q, const float* keys, const float* vals,
+                                        const int* keyPos, const int* qPos, int nQ, int nKeys, int heads,
+                                        int kvHeads, int headDim, float scale, int nSplit) {
+    int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+    int r = blockIdx.x * FA_WARPS + warp;
+    if (r >= nQ) return;
+    int kvh = blockIdx.y / nSplit, sp = blockIdx.y % nSplit;
+    int G = heads / kvHeads, nd = headDim / WARP;
+    int qDim = heads * headDim, kvDim = kvHeads * headDim;
+    float qv[FA_MAXG][FA_MAXD], acc[FA_MAXG][FA_MAXD], m[FA_MAXG], l[FA_MAXG];
+#pragma unroll
+    for (int g = 0; g < FA_MAXG; g++) {
+        m[g] = -CUDART_INF_F;
+        l[g] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < FA_MAXD; i++) {
+            acc[g][i] = 0.0f;
+            qv[g][i] = (g < G && i < nd) ? q[(long long)r * qDim + (kvh * G + g) * headDim + i * WARP + lane] : 0.0f;
+        }
+    }
+    int qp = qPos[r];
+    int j1 = min(nKeys, (sp + 1) * FA_SPLIT);
+    for (int j = sp * FA_SPLIT; j < j1; j++) {
+        if (keyPos[j] > qp) continue;  // the same j for every lane
+        const float* k = keys + (long long)j * kvDim + kvh * headDim;
+        const float* v = vals + (long long)j * kvDim + kvh * headDim;
+        float kk[FA_MAXD], vv[FA_MAXD];
+#pragma unroll
+        for (int i = 0; i < FA_MAXD; i++) {
+            kk[i] = i < nd ? k[i * WARP + lane] : 0.0f;
+            vv[i] = i < nd ? v[i * WARP + lane] : 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < FA_MAXG; g++) {
+            if (g >= G) break;
+            float a = 0.0f;
+#pragma unroll
+            for (int i = 0; i < FA_MAXD; i++) a = __fadd_rn(a, __fmul_rn(qv[g][i], kk[i]));
+            float sc = __fmul_rn(warp_sum(a), scale);
+            float mn = fmaxf(m[g], sc);
+            float c = expf(__fsub_rn(m[g], mn)), p = expf(__fsub_rn(sc, mn));
+            l[g] = __fadd_rn(__fmul_rn(l[g], c), p);
+#pragma unroll
+            for (int i = 0; i < FA_MAXD; i++) acc[g][i] = __fadd_rn(__fmul_rn(acc[g][i], c), __fmul_rn(p, vv[i]));
+            m[g] = mn;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < FA_MAXG; g++) {
+        if (g >= G) break;
+        float* o = part + (((long long)r * heads + kvh * G + g) * nSplit + sp) * (headDim + 2);
+#pragma unroll
+        for (int i = 0; i < FA_MAXD; i++)
+            if (i < nd) o[i * WARP + lane] = acc[g][i];
+        if (lane == 0) {
+            o[headDim] = m[g];
+            o[headDim + 1] = l[g];
+        }
+    }
+}
+
+// attend_combine merges attend_split's partial results: thread (r, h, d)
+// sets out[r][h*headDim + d] = sum_s w_s acc_s[d] / sum_s w_s l_s with
+// w_s = exp(m_s - max_s m_s); a head that sees no key gets zeros.
+extern "C" __global__ void attend_combine(float* out, const float* part, int nQ, int heads, int headDim, int nSplit) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)nQ * heads * headDim) return;
+    int d = (int)(idx % headDim);
+    long long rh = idx / headDim;  // r*heads + h
+    const float* p = part + rh * nSplit * (headDim + 2);
+    float mx = -CUDART_INF_F;
+    for (int s = 0; s < nSplit; s++) mx = fmaxf(mx, p[s * (headDim + 2) + headDim]);
+    if (mx == -CUDART_INF_F) {
+        out[idx] = 0.0f;
+        return;
+    }
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < nSplit; s++) {
+        const float* ps = p + s * (headDim + 2);
+        if (ps[headDim] == -CUDART_INF_F) continue;
+        float w = expf(__fsub_rn(ps[headDim], mx));
+        num = __fadd_rn(num, __fmul_rn(w, ps[d]));
+        den = __fadd_rn(den, __fmul_rn(w, ps[headDim + 1]));
+    }
+    out[idx] = __fdiv_rn(num, den);
+}
+
+// ---------------------------------------------------------------------------
 // CacheBlend KV scatter: dst row rows[i] = src row i, width floats per row.
 extern "C" __global__ void scatter_rows(float* dst, const float* src, const int* rows, int n, int width) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;

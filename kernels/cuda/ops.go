@@ -15,6 +15,10 @@ const (
 	mmWarps    = 4   // MM_WARPS: weight rows per CUDA block
 	mmRows     = 4   // MM_ROWS: activation rows per warp (quantized kernels)
 	attThreads = 128 // ATT_THREADS
+	faWarps    = 4   // FA_WARPS
+	faSplit    = 256 // FA_SPLIT
+	faMaxG     = 8   // FA_MAXG
+	faMaxD     = 4   // FA_MAXD
 	attMaxG    = 8   // ATT_MAXG
 	maxShared  = 48 << 10
 	qk         = 32
@@ -379,6 +383,9 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 		}
 		nGroups, of, temp, lse = g.n, g.of, g.temp, g.lse
 	}
+	if g == nil && sh.HeadDim%32 == 0 && sh.HeadDim/32 <= faMaxD && sh.Heads/sh.KVHeads <= faMaxG {
+		return d.attendSplit(out, q, keys, vals, keyPos, qPos, nQ, nKeys, sh)
+	}
 	return d.do(func() error {
 		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nKeys)*4); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
@@ -387,6 +394,33 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 			i32(nGroups).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).buf(d.scores)
 		if err := d.drv.launch(kAttend, nQ, sh.Heads, attThreads, 0, a); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
+		}
+		return nil
+	})
+}
+
+// attendSplit is Attend without key groups: attend_split's online softmax
+// over blocks of faSplit keys, then attend_combine. Its scratch holds
+// nQ·heads·⌈nKeys/faSplit⌉·(headDim+2) floats.
+func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int, sh kernels.AttnShape) error {
+	nSplit := ceilDiv(nKeys, faSplit)
+	if sh.KVHeads*nSplit > maxGridY {
+		return fmt.Errorf("cuda: attention over %d keys with %d KV heads: too many key blocks: %w", nKeys, sh.KVHeads, kernels.ErrShape)
+	}
+	scale := float32(1 / math.Sqrt(float64(sh.HeadDim)))
+	return d.do(func() error {
+		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nSplit)*int64(sh.HeadDim+2)*4); err != nil {
+			return fmt.Errorf("cuda: attention: %w", err)
+		}
+		a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).
+			i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nSplit)
+		if err := d.drv.launch(kAttendSplit, ceilDiv(nQ, faWarps), sh.KVHeads*nSplit, faWarps*32, 0, a); err != nil {
+			return fmt.Errorf("cuda: attention: %w", err)
+		}
+		const threads = 256
+		c := new(args).buf(out).buf(d.scores).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nSplit)
+		if err := d.drv.launch(kAttendCombine, ceilDiv(nQ*sh.Heads*sh.HeadDim, threads), 1, threads, 0, c); err != nil {
+			return fmt.Errorf("cuda: attention combine: %w", err)
 		}
 		return nil
 	})
