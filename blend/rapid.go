@@ -45,6 +45,10 @@ type RapidOptions struct {
 	// request when the best draft length it can choose would not beat that
 	// step.
 	KeepDrafting bool
+	// Costs, when set, receives the costs this decode measured
+	// (RapidCosts.Observe), for later requests to decide with
+	// RapidCosts.ShouldDraft whether to draft at all.
+	Costs *RapidCosts
 }
 
 func (o *RapidOptions) normalize() error {
@@ -198,6 +202,7 @@ func Rapid(ctx context.Context, target *model.Model, tr *Result, drafter *model.
 		pos0:  int(model.NextPos(tr.KV)),
 		vocab: target.Config.Vocab,
 	}
+	tRows, dRows := tr.KV.Len(), dr.KV.Len()
 	start := time.Now()
 	err = r.run()
 	if ferr := r.out.flush(true); err == nil {
@@ -207,6 +212,7 @@ func Rapid(ctx context.Context, target *model.Model, tr *Result, drafter *model.
 	g.Decode = time.Since(start)
 	g.Text = r.out.text.String()
 	r.finishStats()
+	ropt.Costs.Observe(tRows, dRows, r.st)
 	return g, r.st, err
 }
 

@@ -306,6 +306,17 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 		return blend.Generate(ctx, e.m, target, gopt, emit)
 	}
 	top := draftChunks(used, req.DraftChunks)
+	// The drafter's rows: the target's less the chunks it leaves out.
+	draftRows := target.KV.Len()
+	for _, r := range used[len(top):] {
+		draftRows -= r.Chunk.Tokens
+	}
+	if ok, why := e.rapid.ShouldDraft(target.KV.Len(), draftRows, 0); !ok {
+		// Skipped before the drafter's prefill: the target decodes alone.
+		rt.DraftChunks, rt.DraftRows = len(top), draftRows
+		rt.Off, rt.OffReason = true, why
+		return blend.Generate(ctx, e.m, target, gopt, emit)
+	}
 	texts := make([]string, len(top))
 	ids := make([]string, len(top))
 	for i, r := range top {
@@ -319,7 +330,7 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 		return model.Generation{}, fmt.Errorf("drafter: %w", err)
 	}
 	rt.DraftChunks, rt.DraftRows = len(top), drafter.KV.Len()
-	ropt := blend.RapidOptions{Gamma: req.Gamma, Eta: req.Eta}
+	ropt := blend.RapidOptions{Gamma: req.Gamma, Eta: req.Eta, Costs: &e.rapid}
 	gen, st, err := blend.Rapid(ctx, e.m, target, e.m, drafter, gopt, ropt, emit)
 	rt.Rounds, rt.Drafted, rt.Accepted = st.Rounds, st.Drafted, st.Accepted
 	rt.AcceptRate, rt.MeanAccepted = st.AcceptRate(), st.MeanAccepted()

@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/blendrag/blendrag/blend"
 	"github.com/blendrag/blendrag/model/fetch"
 )
 
@@ -36,12 +39,14 @@ func TestAskRapidGreedyEqualsPlainAnswer(t *testing.T) {
 	}
 	waitKV(t, s)
 	req := AskRequest{Question: "Who built the Old Stone Bridge of Marlow?", K: 5, MaxTokens: 24}
+	plainText := map[string]string{}
 	for _, mode := range []string{"cacheblend", "reuse"} {
 		req.Mode = mode
 		plain, err := s.Ask(ctx, AskRequest{Question: req.Question, K: 5, MaxTokens: 24, Mode: mode}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		plainText[mode] = plain.Text
 		rq := req
 		rq.Rapid, rq.DraftChunks, rq.Gamma = true, 2, 4
 		fast, err := s.Ask(ctx, rq, nil)
@@ -73,6 +78,25 @@ func TestAskRapidGreedyEqualsPlainAnswer(t *testing.T) {
 	}
 	if rt := ans.Timings.Rapid; rt == nil || !rt.Off || rt.OffReason == "" || rt.Drafted != 0 {
 		t.Errorf("drafter as long as the target: %+v", rt)
+	}
+	// Costs measured by an earlier request that say drafting cannot pay on
+	// this machine (a verified row almost a target step): the next request
+	// skips the drafter — no drafter prefill, no round — and says why.
+	s.eng.rapid.Observe(1000, 300, blend.RapidStats{TargetStep: 46 * time.Millisecond, DraftStep: 26 * time.Millisecond,
+		VerifyFixed: 8 * time.Millisecond, VerifyPerRow: 30 * time.Millisecond})
+	rq = req
+	rq.Mode, rq.Rapid, rq.DraftChunks = "cacheblend", true, 2
+	ans, err = s.Ask(ctx, rq, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := ans.Timings.Rapid
+	if rt == nil || !rt.Off || !strings.Contains(rt.OffReason, "earlier request") || rt.DraftPrefill != 0 || rt.Rounds != 0 ||
+		rt.DraftChunks != 2 || rt.DraftRows <= 0 || rt.DraftRows >= rt.TargetRows {
+		t.Errorf("after costs that cannot pay: %+v", rt)
+	}
+	if ans.Text != plainText["cacheblend"] {
+		t.Errorf("skipped RAPID answered %q, the target alone %q", ans.Text, plainText["cacheblend"])
 	}
 	for _, bad := range []AskRequest{
 		{Question: "x", Rapid: true, Gamma: -1},

@@ -44,6 +44,9 @@ type engine struct {
 	store  *kvstore.Store
 	fp     string // model fingerprint (part of every KV key)
 	fid    *fidelity
+	// rapid remembers what RAPID's steps cost on this machine, so that a
+	// request whose drafting cannot pay skips the drafter altogether.
+	rapid blend.RapidCosts
 
 	// mu serialises use of the model. Queries announce themselves in
 	// waiting so the precompute yields between chunks.

@@ -321,6 +321,10 @@ type rapidRunner struct {
 	mode     blend.Mode
 	fp       string // the model's fingerprint
 	fl       *evalRapidFlags
+	// costs carries what drafting cost from question to question, as the
+	// server's does from request to request: the default configurations
+	// skip drafting when an earlier question measured that it cannot pay.
+	costs blend.RapidCosts
 }
 
 // compatible reports whether rec was measured on question it under the
@@ -471,7 +475,22 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	var stats []blend.RapidStats
 	for _, c := range cfgs {
 		ropt := blend.RapidOptions{Gamma: c.Gamma, FixedGamma: !c.Adaptive, Eta: c.Eta, KeepDrafting: !c.Default}
-		g, st, err := blend.Rapid(ctx, m, target.Clone(), m, drafter.Clone(), gen, ropt, nil)
+		var g model.Generation
+		var st blend.RapidStats
+		draft, why := true, ""
+		if c.Default {
+			draft, why = r.costs.ShouldDraft(target.KV.Len(), drafter.KV.Len(), 0)
+		}
+		if !draft {
+			// As the server does: the target decodes alone.
+			g, err = targetRun()
+			st.Disabled, st.DisabledReason = true, why
+		} else {
+			if c.Default {
+				ropt.Costs = &r.costs
+			}
+			g, st, err = blend.Rapid(ctx, m, target.Clone(), m, drafter.Clone(), gen, ropt, nil)
+		}
 		if err != nil {
 			return rec, fmt.Errorf("%s: %w", c.Name, err)
 		}
