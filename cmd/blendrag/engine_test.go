@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,8 +31,14 @@ func TestDeviceFlag(t *testing.T) {
 	if err != nil || got != want {
 		t.Fatalf("generate --device cpu = %q, %v; default %q", got, err, want)
 	}
+	ds := filepath.Join(t.TempDir(), "ds.json")
+	if err := os.WriteFile(ds, []byte(`[{"question": "q?", "answers": ["a"], "ctxs": [{"text": "a b c"}, {"text": "d e f"}]}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
 		append(gen, "--device", "cuda"),
+		{"eval", "rapid", "--model", path, "--dataset", ds, "--device", "cuda"},
+		{"eval", "blend", "--model", path, "--dataset", ds, "--device", "cuda"},
 		{"logits", "--model", path, "--prompt", "abc", "--device", "cuda:1"},
 		{"bench", "engine", "--model", path, "--device", "cuda"},
 	} {

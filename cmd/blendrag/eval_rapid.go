@@ -149,7 +149,8 @@ type rapidRecord struct {
 	Index         int      `json:"index"`
 	Question      string   `json:"question"`
 	Answers       []string `json:"answers"`
-	Model         string   `json:"model"` // fingerprint
+	Model         string   `json:"model"`            // fingerprint
+	Device        string   `json:"device,omitempty"` // --device's backend; empty: cpu
 	Mode          string   `json:"mode"`
 	ContextTokens int      `json:"context_tokens"`
 	MaxTokens     int      `json:"max_tokens"`
@@ -243,18 +244,19 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 	if fl.limit > 0 && fl.limit < n {
 		n = fl.limit
 	}
-	m, err := fl.ef.load(cmd)
+	m, be, err := fl.ef.open(cmd)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer be.Close()
 	if fl.contextTokens == 0 {
 		fl.contextTokens = m.Config.Context - fl.maxTokens
 	}
 	if fl.contextTokens+fl.maxTokens > m.Config.Context {
 		return fmt.Errorf("--context-tokens %d + --max-tokens %d exceed the model's context length %d", fl.contextTokens, fl.maxTokens, m.Config.Context)
 	}
-	r, err := newRapidRunner(m, mode, fl)
+	r, err := newRapidRunner(m, be, mode, fl)
 	if err != nil {
 		return err
 	}
@@ -279,7 +281,7 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 	for i := range n {
 		if rec, ok := done[i]; ok {
 			if !r.compatible(rec, items[i]) {
-				return fmt.Errorf("%s: question %d was measured with another model, question, --mode, --context-tokens, --max-tokens or --draft-chunks; use another --out", fl.out, i)
+				return fmt.Errorf("%s: question %d was measured with another model, --device, question, --mode, --context-tokens, --max-tokens or --draft-chunks; use another --out", fl.out, i)
 			}
 			if runs, ok := selectRuns(rec.Runs, cfgs); ok {
 				rec.Runs = runs
@@ -316,6 +318,7 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 // rapidRunner evaluates questions with one model and prompt format.
 type rapidRunner struct {
 	m        *model.Model
+	be       model.Backend // --device
 	format   *blend.Format
 	prefixKV *model.KV
 	mode     blend.Mode
@@ -330,8 +333,17 @@ type rapidRunner struct {
 // compatible reports whether rec was measured on question it under the
 // runner's model and settings.
 func (r *rapidRunner) compatible(rec rapidRecord, it evalItem) bool {
-	return rec.Model == r.fp && rec.Question == it.Question && rec.Mode == string(r.mode) &&
+	return rec.Model == r.fp && rec.Device == r.device() && rec.Question == it.Question && rec.Mode == string(r.mode) &&
 		rec.ContextTokens == r.fl.contextTokens && rec.MaxTokens == r.fl.maxTokens && rec.DraftChunks == r.fl.draftChunks
+}
+
+// device is the record's Device for the runner's backend ("" for the CPU,
+// so records written before the field existed still match).
+func (r *rapidRunner) device() string {
+	if d := r.be.Device(); d != "cpu" {
+		return d
+	}
+	return ""
 }
 
 // selectRuns returns the runs of cfgs, in their order, from a record's
@@ -347,16 +359,18 @@ func selectRuns(runs []rapidRun, cfgs []rapidConfig) (sel []rapidRun, ok bool) {
 	return sel, true
 }
 
-func newRapidRunner(m *model.Model, mode blend.Mode, fl *evalRapidFlags) (*rapidRunner, error) {
+// newRapidRunner prepares questions on model m, computing on backend be
+// (chunk KV, both prefills, every decode).
+func newRapidRunner(m *model.Model, be model.Backend, mode blend.Mode, fl *evalRapidFlags) (*rapidRunner, error) {
 	f, err := blend.NewFormat(m.Tok, blend.DefaultSystem, evalBlendInstruction)
 	if err != nil {
 		return nil, err
 	}
-	pkv, err := blend.EncodePrefix(m, f.Prefix())
+	pkv, err := blend.EncodePrefixOn(be, m, f.Prefix())
 	if err != nil {
 		return nil, err
 	}
-	return &rapidRunner{m: m, format: f, prefixKV: pkv, mode: mode, fp: m.Fingerprint(), fl: fl}, nil
+	return &rapidRunner{m: m, be: be, format: f, prefixKV: pkv, mode: mode, fp: m.Fingerprint(), fl: fl}, nil
 }
 
 // contextPassages returns the passages of question i, then of the following
@@ -423,7 +437,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	it := items[i]
 	m := r.m
 	rec := rapidRecord{
-		Index: i, Question: it.Question, Answers: it.Answers, Model: r.fp, Mode: string(r.mode),
+		Index: i, Question: it.Question, Answers: it.Answers, Model: r.fp, Device: r.device(), Mode: string(r.mode),
 		ContextTokens: r.fl.contextTokens, MaxTokens: r.fl.maxTokens, DraftChunks: r.fl.draftChunks,
 	}
 	q := r.format.Question(it.Question)
@@ -435,7 +449,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	start := time.Now()
 	kvs := make([]*model.KV, len(seg.Chunks))
 	for j, c := range seg.Chunks {
-		kv, err := blend.EncodeChunk(m, r.prefixKV, c)
+		kv, err := blend.EncodeChunkOn(r.be, m, r.prefixKV, c)
 		if err != nil {
 			return rec, err
 		}
@@ -443,6 +457,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	}
 	rec.KVPrecomputeS = time.Since(start).Seconds()
 	opt := blend.DefaultOptions(r.mode)
+	opt.Backend = r.be
 	target, err := blend.Prefill(ctx, m, seg, r.prefixKV, blend.MemorySource(kvs), opt)
 	if err != nil {
 		return rec, fmt.Errorf("target prefill: %w", err)
