@@ -61,6 +61,7 @@ type Timings struct {
 	Retrieve   time.Duration `json:"retrieve_ns"`
 	KVLoad     time.Duration `json:"kv_load_ns"`     // reading and decoding cached chunk KV (waits on the store)
 	KVMissing  int           `json:"kv_missing"`     // chunks whose KV had to be computed now
+	KVHot      int           `json:"kv_hot"`         // chunks served from the hot tier (host RAM)
 	Recompute  time.Duration `json:"recompute_ns"`   // fusion compute (recomputed rows, question rows)
 	FirstToken time.Duration `json:"first_token_ns"` // from the request to the first token's logits
 	Decode     time.Duration `json:"decode_ns"`
@@ -186,8 +187,9 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 	if opt.Mode == blend.ModeCacheBlend {
 		ans.Ratio = opt.Ratio
 	}
-	res, missing, err := s.fuse(ctx, seg, ids, opt)
+	res, missing, hot, err := s.fuse(ctx, seg, ids, opt)
 	ans.Timings.KVMissing += missing
+	ans.Timings.KVHot += hot
 	if err != nil {
 		return ans, fmt.Errorf("ask: %w", err)
 	}
@@ -244,33 +246,55 @@ func validateRapid(req *AskRequest) error {
 	return nil
 }
 
-// fuse loads the chunks' cached KV (computing what is missing) and builds
-// the fused context of seg by opt, recomputing once a chunk found corrupt
-// while streaming. It returns how many chunks' KV it computed. The caller
-// holds the model lock.
-func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, opt blend.Options) (*blend.Result, int, error) {
+// fuse loads the chunks' cached KV — from the hot tier where it holds
+// them, else from the store (computing what is missing) — and builds the
+// fused context of seg by opt, recomputing once a chunk found corrupt while
+// streaming; the chunks read from the store join the hot tier. It returns
+// how many chunks' KV it computed and how many came from the hot tier. The
+// caller holds the model lock.
+func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, opt blend.Options) (res *blend.Result, computed, hot int, err error) {
 	e := s.eng
-	computed := 0
 	for attempt := 0; ; attempt++ {
-		var src blend.Source
+		var src *hotSource
 		var ld *kvstore.Loader
+		hot = 0
 		if opt.Mode != blend.ModeFull && opt.Mode != blend.ModePrefix && len(ids) > 0 {
-			var missing int
-			var err error
-			ld, missing, err = s.loadKV(ctx, ids)
-			computed += missing
-			if err != nil {
-				return nil, computed, err
+			// Chunks in the hot tier come from RAM; the store streams the rest.
+			entries := make([]*hotEntry, len(ids))
+			var coldIDs []string
+			for i, id := range ids {
+				if entries[i] = e.hot.get(id); entries[i] == nil {
+					coldIDs = append(coldIDs, id)
+				} else {
+					hot++
+				}
 			}
-			src = ld
+			var cold blend.Source
+			if len(coldIDs) > 0 {
+				var missing int
+				ld, missing, err = s.loadKV(ctx, coldIDs)
+				computed += missing
+				if err != nil {
+					return nil, computed, hot, err
+				}
+				cold = ld
+			}
+			src = newHotSource(entries, cold)
 		}
 		opt.Backend = e.be // the configured device (nil: the CPU)
-		res, err := blend.Prefill(ctx, e.m, seg, e.prefix, src, opt)
+		var bsrc blend.Source
+		if src != nil {
+			bsrc = src
+		}
+		res, err = blend.Prefill(ctx, e.m, seg, e.prefix, bsrc, opt)
 		if ld != nil {
 			if err == nil {
 				e.fid.observe(ld.ReadTime(), chunkRows(seg), ld.Layers(), res.Stats)
 			}
 			ld.Close()
+		}
+		if err == nil && src != nil {
+			src.keep(e.hot, ids, e.m.Config.Layers)
 		}
 		// A value found corrupt while streaming has been dropped by the
 		// store: the retry recomputes it.
@@ -278,7 +302,7 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 			s.log.Warn("corrupt chunk KV while answering; recomputing", "err", err)
 			continue
 		}
-		return res, computed, err
+		return res, computed, hot, err
 	}
 }
 
@@ -323,8 +347,9 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 		texts[i], ids[i] = r.Chunk.Text, r.Chunk.ID
 	}
 	t0 := time.Now()
-	drafter, missing, err := s.fuse(ctx, e.format.Segments(req.Question, texts), ids, opt)
+	drafter, missing, hot, err := s.fuse(ctx, e.format.Segments(req.Question, texts), ids, opt)
 	tm.KVMissing += missing
+	tm.KVHot += hot
 	rt.DraftPrefill = time.Since(t0)
 	if err != nil {
 		return model.Generation{}, fmt.Errorf("drafter: %w", err)

@@ -79,8 +79,23 @@ func TestAskAnswersFromPrecomputedKV(t *testing.T) {
 	}
 	t.Logf("answer %q, timings %+v", ans.Text, ans.Timings)
 
+	// Asked again, every chunk comes from the hot tier (host RAM), and the
+	// answer is the one made from the store's copies.
+	hot, err := s.Ask(ctx, AskRequest{Question: "Who built the Old Stone Bridge of Marlow?", K: 3, MaxTokens: 12}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans.Timings.KVHot != 0 || hot.Timings.KVHot != 3 || hot.Timings.KVMissing != 0 || hot.Text != ans.Text {
+		t.Errorf("again: %d hot (first ask %d), %d missing, answer %q; want 3 hot, 0 missing, %q", hot.Timings.KVHot, ans.Timings.KVHot, hot.Timings.KVMissing, hot.Text, ans.Text)
+	}
+	if n, _ := s.eng.hot.size(); n != 3 {
+		t.Errorf("hot tier holds %d chunks, want 3", n)
+	}
+
 	// A chunk whose KV is gone (evicted, or dropped as corrupt) is computed
-	// on demand and stored again; the question still answers.
+	// on demand and stored again; the question still answers. (The hot
+	// tier is emptied so that the store is read.)
+	s.eng.hot = newHotKV(DefaultHotKVBytes)
 	top := ans.Citations[0].Chunk.ID
 	if err := s.eng.store.DeleteChunk(top); err != nil {
 		t.Fatal(err)

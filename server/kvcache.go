@@ -44,6 +44,7 @@ type engine struct {
 	store  *kvstore.Store
 	fp     string // model fingerprint (part of every KV key)
 	fid    *fidelity
+	hot    *hotKV // recently used chunks' decoded KV in host RAM
 	// rapid remembers what RAPID's steps cost on this machine, so that a
 	// request whose drafting cannot pay skips the drafter altogether.
 	rapid blend.RapidCosts
@@ -90,7 +91,11 @@ func (s *Service) openEngine() error {
 		m.Close()
 		return fmt.Errorf("generator: %w", err)
 	}
-	e := &engine{m: m, be: be, fp: m.Fingerprint()[:16], wake: make(chan struct{}, 1)}
+	hot := s.cfg.HotKVBytes
+	if hot == 0 {
+		hot = DefaultHotKVBytes
+	}
+	e := &engine{m: m, be: be, fp: m.Fingerprint()[:16], wake: make(chan struct{}, 1), hot: newHotKV(hot)}
 	s.eng = e
 	if e.format, err = blend.NewFormat(m.Tok, s.cfg.System, s.cfg.Instruction); err != nil {
 		return err

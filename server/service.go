@@ -82,6 +82,10 @@ type Config struct {
 	NoGenerator bool
 	// KV configures the chunk KV store (DIR/kv).
 	KV kvstore.Options
+	// HotKVBytes is the host RAM kept for the hot tier of chunk KV: the
+	// decoded KV of the most recently used chunks, served without reading
+	// the store (0: DefaultHotKVBytes; negative: no hot tier).
+	HotKVBytes int64
 	// System and Instruction override the shared prefix P's texts
 	// (blend.DefaultSystem, blend.DefaultInstruction). Changing them
 	// invalidates stored chunk KV (it is recomputed under the new P).

@@ -29,6 +29,7 @@ type dataFlags struct {
 	noGenerator  bool   // retrieval-only commands
 	noCURColumns bool   // skip the background CUR columns (benchmarks that must not compete with them)
 	device       string // the generator's compute device
+	hotKVMB      int    // the hot tier's host RAM, MiB (0: default, < 0: off)
 }
 
 func (f *dataFlags) register(cmd *cobra.Command) {
@@ -38,6 +39,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.chunkOverlap, "chunk-overlap", 0, "tokens of overlap between consecutive chunks (fixed per data directory)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the service does to stderr")
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
+	cmd.Flags().IntVar(&f.hotKVMB, "hot-kv-mb", 0, fmt.Sprintf("host RAM for recently used chunks' decoded KV, MiB (default %d; negative: off)", server.DefaultHotKVBytes>>20))
 }
 
 // config is the server.Config the flags describe.
@@ -55,6 +57,7 @@ func (f *dataFlags) config(cmd *cobra.Command) server.Config {
 		NoGenerator:  f.noGenerator,
 		NoCURColumns: f.noCURColumns,
 		Device:       f.device,
+		HotKVBytes:   int64(f.hotKVMB) << 20,
 	}
 }
 
