@@ -27,6 +27,7 @@ type evalRapidFlags struct {
 	draftChunks   int
 	maxTokens     int
 	mode          string
+	draftModel    string // another GGUF as the drafter ("" : the target's model)
 	gammas        []string
 	etas          []float64
 	json          bool
@@ -37,7 +38,7 @@ type evalRapidFlags struct {
 func addEvalRapidCommand(eval *cobra.Command) {
 	var fl evalRapidFlags
 	cmd := &cobra.Command{
-		Use:   "rapid --dataset FILE [--limit N] [--context-tokens N] [--gamma LIST] [--eta LIST] [--out F.jsonl] [--json]",
+		Use:   "rapid --dataset FILE [--limit N] [--context-tokens N] [--gamma LIST] [--eta LIST] [--draft-model GGUF] [--out F.jsonl] [--json]",
 		Short: "RAPID decode speed, acceptance and answer agreement against target-only decoding",
 		Long: "rapid builds, per question, a target context of its passages in the dataset's order (then the\n" +
 			"next questions' passages, until --context-tokens) and a drafter context of the --draft-chunks\n" +
@@ -53,7 +54,8 @@ func addEvalRapidCommand(eval *cobra.Command) {
 			"question goes to --out; a rerun reuses the questions already there (measured with the same\n" +
 			"model, --mode, --context-tokens, --max-tokens, --draft-chunks and holding every --gamma/--eta\n" +
 			"run), computes the rest and summarizes them all; a question measured under other settings\n" +
-			"is an error.",
+			"is an error. --draft-model drafts with another GGUF (the same tokenizer, e.g. a smaller\n" +
+			"model of the family), its prefix and chunk KV computed with it.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runEvalRapid(cmd, &fl) },
 	}
@@ -66,6 +68,7 @@ func addEvalRapidCommand(eval *cobra.Command) {
 	f.IntVar(&fl.draftChunks, "draft-chunks", 3, "passages in the drafter's context")
 	f.IntVar(&fl.maxTokens, "max-tokens", 64, "tokens decoded per run")
 	f.StringVar(&fl.mode, "mode", string(blend.ModeCacheBlend), "fusion mode of both contexts")
+	f.StringVar(&fl.draftModel, "draft-model", "", "GGUF of a smaller drafter sharing the target's tokenizer (default: the target's model); its chunk KV is computed with it")
 	f.StringSliceVar(&fl.gammas, "gamma", []string{"auto", "4"}, "draft lengths: numbers (fixed) or auto (adaptive from 6)")
 	f.Float64SliceVar(&fl.etas, "eta", []float64{0, 0.5}, "knowledge-transfer strengths η")
 	f.BoolVar(&fl.json, "json", false, "print the summary as JSON")
@@ -149,8 +152,9 @@ type rapidRecord struct {
 	Index         int      `json:"index"`
 	Question      string   `json:"question"`
 	Answers       []string `json:"answers"`
-	Model         string   `json:"model"`            // fingerprint
-	Device        string   `json:"device,omitempty"` // --device's backend; empty: cpu
+	Model         string   `json:"model"`                 // fingerprint
+	DraftModel    string   `json:"draft_model,omitempty"` // --draft-model's fingerprint; empty: the target's
+	Device        string   `json:"device,omitempty"`      // --device's backend; empty: cpu
 	Mode          string   `json:"mode"`
 	ContextTokens int      `json:"context_tokens"`
 	MaxTokens     int      `json:"max_tokens"`
@@ -260,6 +264,18 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 	if err != nil {
 		return err
 	}
+	if fl.draftModel != "" {
+		dm, dbe, err := openDraftModel(fl.draftModel, fl.ef, m, r.format)
+		if err != nil {
+			return err
+		}
+		defer dm.Close()
+		defer dbe.Close()
+		r.dm, r.dbe = dm, dbe
+		if r.dprefix, err = blend.EncodePrefixOn(dbe, dm, r.format.Prefix()); err != nil {
+			return fmt.Errorf("--draft-model: %w", err)
+		}
+	}
 	done := map[int]rapidRecord{}
 	var out *os.File
 	if fl.out != "" {
@@ -281,7 +297,7 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 	for i := range n {
 		if rec, ok := done[i]; ok {
 			if !r.compatible(rec, items[i]) {
-				return fmt.Errorf("%s: question %d was measured with another model, --device, question, --mode, --context-tokens, --max-tokens or --draft-chunks; use another --out", fl.out, i)
+				return fmt.Errorf("%s: question %d was measured with another model, --draft-model, --device, question, --mode, --context-tokens, --max-tokens or --draft-chunks; use another --out", fl.out, i)
 			}
 			if runs, ok := selectRuns(rec.Runs, cfgs); ok {
 				rec.Runs = runs
@@ -317,8 +333,13 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 
 // rapidRunner evaluates questions with one model and prompt format.
 type rapidRunner struct {
-	m        *model.Model
-	be       model.Backend // --device
+	m  *model.Model
+	be model.Backend // --device
+	// dm, dbe and dprefix are the drafter's model, backend and P's KV: the
+	// target's own unless --draft-model.
+	dm       *model.Model
+	dbe      model.Backend
+	dprefix  *model.KV
 	format   *blend.Format
 	prefixKV *model.KV
 	mode     blend.Mode
@@ -333,8 +354,17 @@ type rapidRunner struct {
 // compatible reports whether rec was measured on question it under the
 // runner's model and settings.
 func (r *rapidRunner) compatible(rec rapidRecord, it evalItem) bool {
-	return rec.Model == r.fp && rec.Device == r.device() && rec.Question == it.Question && rec.Mode == string(r.mode) &&
+	return rec.Model == r.fp && rec.DraftModel == r.draftFP() && rec.Device == r.device() && rec.Question == it.Question && rec.Mode == string(r.mode) &&
 		rec.ContextTokens == r.fl.contextTokens && rec.MaxTokens == r.fl.maxTokens && rec.DraftChunks == r.fl.draftChunks
+}
+
+// draftFP is the record's DraftModel: the drafter's fingerprint when it is
+// another model, else "".
+func (r *rapidRunner) draftFP() string {
+	if r.dm == r.m {
+		return ""
+	}
+	return r.dm.Fingerprint()
 }
 
 // device is the record's Device for the runner's backend ("" for the CPU,
@@ -359,6 +389,31 @@ func selectRuns(runs []rapidRun, cfgs []rapidConfig) (sel []rapidRun, ok bool) {
 	return sel, true
 }
 
+// openDraftModel loads the --draft-model GGUF on --device's backend and
+// checks that it can draft for m: the same vocabulary and the same tokens
+// for the prompt format (the drafter is fed the target's token ids).
+func openDraftModel(path string, ef engineFlags, m *model.Model, f *blend.Format) (*model.Model, model.Backend, error) {
+	dm, err := model.Load(path, model.Options{Threads: ef.threads})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--draft-model: %w", err)
+	}
+	if dm.Config.Vocab != m.Config.Vocab {
+		dm.Close()
+		return nil, nil, fmt.Errorf("--draft-model %s has %d tokens, the target %d: it must share the target's tokenizer", path, dm.Config.Vocab, m.Config.Vocab)
+	}
+	probe := "Question: Where does the river rise? Answer in a few words."
+	if !slices.Equal(dm.Tok.Encode(probe, false), m.Tok.Encode(probe, false)) {
+		dm.Close()
+		return nil, nil, fmt.Errorf("--draft-model %s tokenizes text differently from the target: it must share the target's tokenizer", path)
+	}
+	dbe, err := dm.OpenBackend(ef.device)
+	if err != nil {
+		dm.Close()
+		return nil, nil, fmt.Errorf("--draft-model --device %s: %w", ef.device, err)
+	}
+	return dm, dbe, nil
+}
+
 // newRapidRunner prepares questions on model m, computing on backend be
 // (chunk KV, both prefills, every decode).
 func newRapidRunner(m *model.Model, be model.Backend, mode blend.Mode, fl *evalRapidFlags) (*rapidRunner, error) {
@@ -370,7 +425,7 @@ func newRapidRunner(m *model.Model, be model.Backend, mode blend.Mode, fl *evalR
 	if err != nil {
 		return nil, err
 	}
-	return &rapidRunner{m: m, be: be, format: f, prefixKV: pkv, mode: mode, fp: m.Fingerprint(), fl: fl}, nil
+	return &rapidRunner{m: m, be: be, dm: m, dbe: be, dprefix: pkv, format: f, prefixKV: pkv, mode: mode, fp: m.Fingerprint(), fl: fl}, nil
 }
 
 // contextPassages returns the passages of question i, then of the following
@@ -437,7 +492,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	it := items[i]
 	m := r.m
 	rec := rapidRecord{
-		Index: i, Question: it.Question, Answers: it.Answers, Model: r.fp, Device: r.device(), Mode: string(r.mode),
+		Index: i, Question: it.Question, Answers: it.Answers, Model: r.fp, DraftModel: r.draftFP(), Device: r.device(), Mode: string(r.mode),
 		ContextTokens: r.fl.contextTokens, MaxTokens: r.fl.maxTokens, DraftChunks: r.fl.draftChunks,
 	}
 	q := r.format.Question(it.Question)
@@ -467,9 +522,18 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	var dkvs []*model.KV
 	for _, j := range top {
 		dseg.Chunks = append(dseg.Chunks, seg.Chunks[j])
-		dkvs = append(dkvs, kvs[j])
+		kv := kvs[j]
+		if r.dm != m {
+			// Another model: its own chunk KV.
+			if kv, err = blend.EncodeChunkOn(r.dbe, r.dm, r.dprefix, seg.Chunks[j]); err != nil {
+				return rec, fmt.Errorf("drafter chunk KV: %w", err)
+			}
+		}
+		dkvs = append(dkvs, kv)
 	}
-	drafter, err := blend.Prefill(ctx, m, dseg, r.prefixKV, blend.MemorySource(dkvs), opt)
+	dopt := opt
+	dopt.Backend = r.dbe
+	drafter, err := blend.Prefill(ctx, r.dm, dseg, r.dprefix, blend.MemorySource(dkvs), dopt)
 	if err != nil {
 		return rec, fmt.Errorf("drafter prefill: %w", err)
 	}
@@ -504,7 +568,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 			if c.Default {
 				ropt.Costs = &r.costs
 			}
-			g, st, err = blend.Rapid(ctx, m, target.Clone(), m, drafter.Clone(), gen, ropt, nil)
+			g, st, err = blend.Rapid(ctx, m, target.Clone(), r.dm, drafter.Clone(), gen, ropt, nil)
 		}
 		if err != nil {
 			return rec, fmt.Errorf("%s: %w", c.Name, err)
@@ -526,7 +590,7 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 		runs = append(runs, run)
 		stats = append(stats, st)
 	}
-	if rec.Costs, err = measureCosts(m, target, drafter, ref.Tokens, 5); err != nil {
+	if rec.Costs, err = measureCosts(m, r.dm, target, drafter, ref.Tokens, 5); err != nil {
 		return rec, fmt.Errorf("costs: %w", err)
 	}
 	ref2, err := targetRun()
@@ -659,7 +723,7 @@ var verifyRows = []int{1, 3, 5, 7, 11}
 // and of the drafter and a verify of each of verifyRows rows of the target
 // (tokens from toks), each from the context as prefilled, and returns the
 // medians with the verify line.
-func measureCosts(m *model.Model, target, drafter *blend.Result, toks []int32, reps int) (rapidCosts, error) {
+func measureCosts(m, dm *model.Model, target, drafter *blend.Result, toks []int32, reps int) (rapidCosts, error) {
 	var c rapidCosts
 	if len(toks) < verifyRows[len(verifyRows)-1] {
 		return c, fmt.Errorf("need %d tokens, have %d", verifyRows[len(verifyRows)-1], len(toks))
@@ -667,8 +731,12 @@ func measureCosts(m *model.Model, target, drafter *blend.Result, toks []int32, r
 	t, d := target.Clone(), drafter.Clone()
 	nT, nD := t.KV.Len(), d.KV.Len()
 	timeIt := func(r *blend.Result, n, k int) (time.Duration, error) {
+		rm := m
+		if r == d {
+			rm = dm
+		}
 		start := time.Now()
-		_, err := r.Extend(m, toks[:k], true)
+		_, err := r.Extend(rm, toks[:k], true)
 		dt := time.Since(start)
 		r.Truncate(n)
 		return dt, err
