@@ -5,7 +5,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -23,12 +22,7 @@ func TestEvalRapidOnCUDAMatchesTargetOnly(t *testing.T) {
 	if err := modeltest.Write(modelPath, modeltest.Spec{Layers: 2, Dim: 64, Heads: 2, KVHeads: 1, FFN: 128, Context: 512, Weights: kernels.Q8_0, Seed: 9}); err != nil {
 		t.Fatal(err)
 	}
-	const ds = `[{"question": "Where does the river rise?", "answers": ["the hills"], "ctxs": [
-		{"text": "The river rises in the hills."}, {"text": "Barges carried coal."}, {"title": "Canal", "text": "The canal is old."}]}]`
-	dsPath, out := filepath.Join(dir, "ds.json"), filepath.Join(dir, "out.jsonl")
-	if err := os.WriteFile(dsPath, []byte(ds), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dsPath, out := oneQuestionDataset(t, dir)
 	root := newRootCommand()
 	var stdout, stderr bytes.Buffer
 	root.SetOut(&stdout)

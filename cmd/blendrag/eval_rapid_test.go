@@ -198,12 +198,7 @@ func TestEvalRapidWithADraftModel(t *testing.T) {
 	if err := modeltest.Write(drafter, modeltest.Spec{Layers: 1, Dim: 32, Heads: 2, KVHeads: 1, FFN: 64, Context: 512, Weights: kernels.F32, Seed: 6}); err != nil {
 		t.Fatal(err)
 	}
-	const ds = `[{"question": "Where does the river rise?", "answers": ["the hills"], "ctxs": [
-		{"text": "The river rises in the hills."}, {"text": "Barges carried coal."}, {"title": "Canal", "text": "The canal is old."}]}]`
-	dsPath, out := filepath.Join(dir, "ds.json"), filepath.Join(dir, "out.jsonl")
-	if err := os.WriteFile(dsPath, []byte(ds), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dsPath, out := oneQuestionDataset(t, dir)
 	run := func(draft string) (string, error) {
 		root := newRootCommand()
 		var stdout, stderr bytes.Buffer
@@ -250,4 +245,17 @@ func TestEvalRapidWithADraftModel(t *testing.T) {
 	if _, err := run(filepath.Join(dir, "missing.gguf")); err == nil || !strings.Contains(err.Error(), "--draft-model") {
 		t.Errorf("missing draft model: err = %v", err)
 	}
+}
+
+// oneQuestionDataset writes a one-question dataset (three short passages)
+// into dir and returns its path and an --out path beside it.
+func oneQuestionDataset(t *testing.T, dir string) (dsPath, out string) {
+	t.Helper()
+	const ds = `[{"question": "Where does the river rise?", "answers": ["the hills"], "ctxs": [
+		{"text": "The river rises in the hills."}, {"text": "Barges carried coal."}, {"title": "Canal", "text": "The canal is old."}]}]`
+	dsPath, out = filepath.Join(dir, "ds.json"), filepath.Join(dir, "out.jsonl")
+	if err := os.WriteFile(dsPath, []byte(ds), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dsPath, out
 }
