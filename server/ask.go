@@ -289,7 +289,8 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 		res, err = blend.Prefill(ctx, e.m, seg, e.prefix, bsrc, opt)
 		if ld != nil {
 			if err == nil {
-				e.fid.observe(ld.ReadTime(), chunkRows(seg), ld.Layers(), res.Stats)
+				// The store's read time is per row of the chunks it read.
+				e.fid.observe(ld.ReadTime(), src.coldRows(seg), ld.Layers(), res.Stats)
 			}
 			ld.Close()
 		}

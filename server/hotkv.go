@@ -132,6 +132,15 @@ func (s *hotSource) LoadLayer(l int) (k, v [][]float32, err error) {
 	return k, v, nil
 }
 
+// coldRows is the number of rows of seg's chunks that came from cold.
+func (s *hotSource) coldRows(seg blend.Segments) int {
+	n := 0
+	for _, i := range s.coldIdx {
+		n += len(seg.Chunks[i])
+	}
+	return n
+}
+
 // keep adds the cold chunks to the tier when all layers of them were read.
 func (s *hotSource) keep(h *hotKV, ids []string, layers int) {
 	if s.layers != layers {
