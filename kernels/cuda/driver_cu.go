@@ -22,8 +22,9 @@ var ptx string
 const emulated = false
 
 // driver is one GPU through gorgonia.org/cu: its primary context, the
-// kernels' module and, once MatMulBLAS needs it, a cuBLAS handle. Calls other than openDriver must run
-// between bind and the function bind returns.
+// kernels' module and, once MatMulBLAS needs it, a cuBLAS handle. Calls
+// other than openDriver must run between bind and the function bind
+// returns.
 type driver struct {
 	dev  cu.Device
 	ctx  cu.CUContext
