@@ -17,8 +17,9 @@ import (
 // through the last measured target step (R_T rows) and drafter step (R_D
 // rows); the target's verify line scales with its step. For a new request
 // with contexts R_T′ and R_D′ the predicted costs go into RapidStats.Bound
-// at acceptance 1: if even every draft accepted could not beat the target
-// alone, the request should not draft.
+// at the acceptance rate the earlier requests measured (a running mean over
+// requests; 1 while no draft was judged yet): if drafting at that
+// acceptance would not beat the target alone, the request should not draft.
 //
 // Every RapidRefresh-th request that is told to skip is told to draft
 // instead, so that a machine whose load or hardware changed is measured
@@ -29,6 +30,8 @@ type RapidCosts struct {
 	tRows   int
 	dRows   int
 	st      RapidStats // the costs of the last measured request
+	accept  float64    // running mean of the requests' acceptance rates
+	judged  int        // requests that drafted (and so measured acceptance)
 	skipped int        // requests told to skip since the last measurement
 }
 
@@ -47,6 +50,21 @@ func (c *RapidCosts) Observe(targetRows, draftRows int, st RapidStats) {
 	defer c.mu.Unlock()
 	c.ok, c.tRows, c.dRows, c.skipped = true, targetRows, draftRows, 0
 	c.st = RapidStats{DraftStep: st.DraftStep, TargetStep: st.TargetStep, VerifyFixed: st.VerifyFixed, VerifyPerRow: st.VerifyPerRow}
+	if st.Drafted > 0 {
+		// A running mean that weighs the last requests most (1/4 each
+		// after the first few).
+		c.judged++
+		c.accept += (st.AcceptRate() - c.accept) / float64(min(c.judged, 4))
+	}
+}
+
+// acceptance is the acceptance rate to judge by: the running mean, or 1
+// before any request drafted.
+func (c *RapidCosts) acceptance() float64 {
+	if c.judged == 0 {
+		return 1
+	}
+	return c.accept
 }
 
 // Predict returns the costs expected for a decode over contexts of
@@ -107,7 +125,8 @@ func (c *RapidCosts) ShouldDraft(targetRows, draftRows int, targetStep time.Dura
 		return true, ""
 	}
 	p := c.predict(targetRows, draftRows, targetStep)
-	best, g := p.Bound(1, MinGamma, MaxGamma)
+	a := c.acceptance()
+	best, g := p.Bound(a, MinGamma, MaxGamma)
 	if best <= 0 || best >= 1 {
 		return true, ""
 	}
@@ -116,7 +135,7 @@ func (c *RapidCosts) ShouldDraft(targetRows, draftRows int, targetStep time.Dura
 		return true, ""
 	}
 	return false, fmt.Sprintf(
-		"drafting would not pay (costs measured by an earlier request over %d/%d rows): at best %.2f× (γ=%d) even with every draft accepted; predicted draft step %v, target step %v, verify %v + %v/row",
-		c.tRows, c.dRows, best, g, p.DraftStep.Round(time.Microsecond), p.TargetStep.Round(time.Microsecond),
+		"drafting would not pay (costs measured by an earlier request over %d/%d rows): at best %.2f× (γ=%d) at acceptance %.2f; predicted draft step %v, target step %v, verify %v + %v/row",
+		c.tRows, c.dRows, best, g, a, p.DraftStep.Round(time.Microsecond), p.TargetStep.Round(time.Microsecond),
 		p.VerifyFixed.Round(time.Microsecond), p.VerifyPerRow.Round(time.Microsecond))
 }

@@ -113,3 +113,32 @@ func TestRapidObservesItsCostsIntoRapidCosts(t *testing.T) {
 		t.Errorf("costs not recorded: %+v (ok %v) after %+v", p, ok, st)
 	}
 }
+
+// TestRapidCostsJudgesAtTheMeasuredAcceptance: with the 8K-context costs of
+// docs/RAPID.md (target step 96 ms, draft step 20 ms, verify 45.6 ms +
+// 51.5 ms/row) drafting pays only if nearly every draft is accepted (at 1:
+// 11·96 / (10·20 + 45.6 + 11·51.5) = 1.30× at γ = 10; at 0.6: 1.96·96 /
+// (2·20 + 45.6 + 3·51.5) = 0.78× at γ = 2). So a request skips after
+// requests that accepted 60 % of their drafts, and drafts after requests
+// that accepted them all.
+func TestRapidCostsJudgesAtTheMeasuredAcceptance(t *testing.T) {
+	ms := time.Millisecond
+	costs := RapidStats{TargetStep: 96 * ms, DraftStep: 20 * ms, VerifyFixed: 45600 * time.Microsecond, VerifyPerRow: 51500 * time.Microsecond}
+	if best, _ := costs.Bound(1, MinGamma, MaxGamma); best < 1.29 || best > 1.31 {
+		t.Fatalf("bound at acceptance 1 = %.3f, want 1.30", best)
+	}
+	low := costs
+	low.Drafted, low.Accepted = 10, 6
+	var c RapidCosts
+	c.Observe(8000, 700, low)
+	if ok, why := c.ShouldDraft(8000, 700, 0); ok || !strings.Contains(why, "acceptance 0.60") {
+		t.Errorf("after 60 %% acceptance: ShouldDraft = %v, %q; want a skip at acceptance 0.60", ok, why)
+	}
+	all := costs
+	all.Drafted, all.Accepted = 10, 10
+	var c2 RapidCosts
+	c2.Observe(8000, 700, all)
+	if ok, why := c2.ShouldDraft(8000, 700, 0); !ok {
+		t.Errorf("after every draft accepted: skipped (%s)", why)
+	}
+}
