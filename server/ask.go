@@ -75,10 +75,11 @@ type Timings struct {
 // and how many the target accepted, the draft length, the measured costs,
 // and whether RAPID switched itself off (and why).
 type RapidTimings struct {
-	DraftChunks  int           `json:"draft_chunks"`     // chunks in the drafter's context
-	DraftRows    int           `json:"draft_rows"`       // rows of the drafter's context (target: TargetRows)
-	TargetRows   int           `json:"target_rows"`      //
-	DraftPrefill time.Duration `json:"draft_prefill_ns"` // fusing the drafter's context (after the first token's logits)
+	DraftChunks  int           `json:"draft_chunks"`          // chunks in the drafter's context
+	DraftModel   string        `json:"draft_model,omitempty"` // the draft model's name when it is not the generator
+	DraftRows    int           `json:"draft_rows"`            // rows of the drafter's context (target: TargetRows)
+	TargetRows   int           `json:"target_rows"`           //
+	DraftPrefill time.Duration `json:"draft_prefill_ns"`      // fusing the drafter's context (after the first token's logits)
 	Rounds       int           `json:"rounds"`
 	Drafted      int           `json:"drafted"`
 	Accepted     int           `json:"accepted"`
@@ -348,16 +349,28 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 		texts[i], ids[i] = r.Chunk.Text, r.Chunk.ID
 	}
 	t0 := time.Now()
-	drafter, missing, hot, err := s.fuse(ctx, e.format.Segments(req.Question, texts), ids, opt)
-	tm.KVMissing += missing
-	tm.KVHot += hot
+	dseg := e.format.Segments(req.Question, texts)
+	dm := e.m
+	var drafter *blend.Result
+	var err error
+	if e.dm != nil {
+		// A separate draft model: its chunk KV is computed now (few, small).
+		dm = e.dm
+		drafter, err = e.fuseDrafter(ctx, dseg, opt)
+		rt.DraftModel = e.dm.Config.Name
+	} else {
+		var missing, hot int
+		drafter, missing, hot, err = s.fuse(ctx, dseg, ids, opt)
+		tm.KVMissing += missing
+		tm.KVHot += hot
+	}
 	rt.DraftPrefill = time.Since(t0)
 	if err != nil {
 		return model.Generation{}, fmt.Errorf("drafter: %w", err)
 	}
 	rt.DraftChunks, rt.DraftRows = len(top), drafter.KV.Len()
 	ropt := blend.RapidOptions{Gamma: req.Gamma, Eta: req.Eta, Costs: &e.rapid}
-	gen, st, err := blend.Rapid(ctx, e.m, target, e.m, drafter, gopt, ropt, emit)
+	gen, st, err := blend.Rapid(ctx, e.m, target, dm, drafter, gopt, ropt, emit)
 	rt.Rounds, rt.Drafted, rt.Accepted = st.Rounds, st.Drafted, st.Accepted
 	rt.AcceptRate, rt.MeanAccepted = st.AcceptRate(), st.MeanAccepted()
 	rt.GammaMean, rt.GammaLast = st.GammaMean, st.GammaLast
@@ -366,6 +379,21 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 	rt.Bound, _ = st.Bound(st.AcceptRate(), blend.MinGamma, blend.MaxGamma)
 	rt.Off, rt.OffReason = st.Disabled, st.DisabledReason
 	return gen, err
+}
+
+// fuseDrafter fuses the drafter's context with the draft model (engine.dm),
+// computing its chunks' KV on the draft model's backend first.
+func (e *engine) fuseDrafter(ctx context.Context, seg blend.Segments, opt blend.Options) (*blend.Result, error) {
+	kvs := make([]*model.KV, len(seg.Chunks))
+	for i, c := range seg.Chunks {
+		kv, err := blend.EncodeChunkOn(e.dbe, e.dm, e.dprefix, c)
+		if err != nil {
+			return nil, fmt.Errorf("chunk %d KV: %w", i, err)
+		}
+		kvs[i] = kv
+	}
+	opt.Backend = e.dbe
+	return blend.Prefill(ctx, e.dm, seg, e.dprefix, blend.MemorySource(kvs), opt)
 }
 
 // loadKV opens a streaming load of the chunks' KV, first computing and

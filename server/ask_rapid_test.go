@@ -3,12 +3,15 @@ package server
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blendrag/blendrag/blend"
+	"github.com/blendrag/blendrag/kernels"
 	"github.com/blendrag/blendrag/model/fetch"
+	"github.com/blendrag/blendrag/model/modeltest"
 )
 
 // With η = 0 and greedy decoding, an answer decoded with RAPID (drafter over
@@ -25,19 +28,7 @@ func TestAskRapidGreedyEqualsPlainAnswer(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	docs := map[string]string{
-		"Herons": "The grey heron of Lake Umber nests in tall reeds. Each spring the herons return from the south.",
-		"Bridge": "The Old Stone Bridge of Marlow was built in 1742 by the mason Edwin Clay. It has seven arches.",
-		"Tea":    "Green tea from the Kessel hills is picked in May and dried on bamboo trays in the sun.",
-		"Mill":   "The water mill at Marlow ground wheat until 1901, when the river changed its course.",
-		"Clock":  "The town clock of Marlow was a gift of the mason guild in 1760 and still strikes every hour.",
-	}
-	for title, text := range docs {
-		if _, err := s.IngestText(ctx, title, text, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitKV(t, s)
+	ingestMarlow(t, s)
 	req := AskRequest{Question: "Who built the Old Stone Bridge of Marlow?", K: 5, MaxTokens: 24}
 	plainText := map[string]string{}
 	for _, mode := range []string{"cacheblend", "reuse"} {
@@ -107,5 +98,77 @@ func TestAskRapidGreedyEqualsPlainAnswer(t *testing.T) {
 		if _, err := s.Ask(ctx, bad, nil); !errors.Is(err, ErrBadRequest) {
 			t.Errorf("%+v: err = %v, want ErrBadRequest", bad, err)
 		}
+	}
+}
+
+// ingestMarlow ingests five one-chunk documents about Marlow and waits for
+// their KV.
+func ingestMarlow(t *testing.T, s *Service) {
+	t.Helper()
+	docs := map[string]string{
+		"Herons": "The grey heron of Lake Umber nests in tall reeds. Each spring the herons return from the south.",
+		"Bridge": "The Old Stone Bridge of Marlow was built in 1742 by the mason Edwin Clay. It has seven arches.",
+		"Tea":    "Green tea from the Kessel hills is picked in May and dried on bamboo trays in the sun.",
+		"Mill":   "The water mill at Marlow ground wheat until 1901, when the river changed its course.",
+		"Clock":  "The town clock of Marlow was a gift of the mason guild in 1760 and still strikes every hour.",
+	}
+	for title, text := range docs {
+		if _, err := s.IngestText(context.Background(), title, text, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitKV(t, s)
+}
+
+// TestAskRapidWithADraftModelEqualsPlainAnswer: with Config.DraftModelPath
+// a separately loaded model drafts (here another instance of the default
+// GGUF: the tokenizer check passes, and the draft path — its own P, chunk KV
+// computed per request, its own backend — is exercised); with η = 0 the
+// answer is the target's own, the timings name the draft model, and a
+// drafter with another tokenizer is refused at Open.
+func TestAskRapidWithADraftModelEqualsPlainAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the generator")
+	}
+	openTest(t, t.TempDir()).Close() // skips without models
+	s, err := Open(Config{DataDir: t.TempDir(), ModelsDir: fetch.Dir(), Threads: 2, DraftModelPath: fetch.GeneratorPath(fetch.Dir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ingestMarlow(t, s)
+	ctx := context.Background()
+	req := AskRequest{Question: "Who built the Old Stone Bridge of Marlow?", K: 5, MaxTokens: 16, Mode: "cacheblend"}
+	plain, err := s.Ask(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Rapid, req.DraftChunks, req.Gamma = true, 2, 3
+	fast, err := s.Ask(ctx, req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := fast.Timings.Rapid
+	if rt == nil || rt.DraftModel == "" || rt.DraftPrefill <= 0 || rt.DraftRows >= rt.TargetRows {
+		t.Fatalf("RAPID timings with a draft model: %+v", rt)
+	}
+	t.Logf("%q; RAPID %+v", fast.Text, *rt)
+	if fast.Text != plain.Text {
+		t.Errorf("RAPID with the draft model answered %q, the target alone %q", fast.Text, plain.Text)
+	}
+	if !rt.Off && rt.Drafted == 0 {
+		t.Errorf("neither drafted nor switched off: %+v", *rt)
+	}
+
+	// A model of another tokenizer cannot draft: Open refuses it.
+	other := filepath.Join(t.TempDir(), "other.gguf")
+	if err := modeltest.Write(other, modeltest.Spec{Layers: 1, Dim: 32, Heads: 2, KVHeads: 1, FFN: 64, Weights: kernels.F32, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if bad, err := Open(Config{DataDir: t.TempDir(), ModelsDir: fetch.Dir(), Threads: 2, DraftModelPath: other}); err == nil {
+		bad.Close()
+		t.Error("Open accepted a draft model with another tokenizer")
+	} else if !strings.Contains(err.Error(), "draft model") || !strings.Contains(err.Error(), "tokenizer") {
+		t.Errorf("Open with another tokenizer's draft model: %v", err)
 	}
 }

@@ -45,6 +45,11 @@ type engine struct {
 	fp     string // model fingerprint (part of every KV key)
 	fid    *fidelity
 	hot    *hotKV // recently used chunks' decoded KV in host RAM
+	// dm, dbe and dprefix are the RAPID drafter's model, backend and P's KV
+	// when Config.DraftModelPath is set (else nil: the generator drafts).
+	dm      *model.Model
+	dbe     model.Backend
+	dprefix *model.KV
 	// rapid remembers what RAPID's steps cost on this machine, so that a
 	// request whose drafting cannot pay skips the drafter altogether.
 	rapid blend.RapidCosts
@@ -110,6 +115,11 @@ func (s *Service) openEngine() error {
 	if e.fid, err = newFidelity(s.cfg.DataDir, e.fp, e.format.Key()); err != nil {
 		return err
 	}
+	if p := s.cfg.DraftModelPath; p != "" {
+		if err := e.openDrafter(p, s.cfg.Threads, device); err != nil {
+			return fmt.Errorf("draft model %s: %w", p, err)
+		}
+	}
 	if e.prefix, err = e.store.Get(e.key("P")); err != nil {
 		if e.prefix, err = blend.EncodePrefixOn(e.be, m, e.format.Prefix()); err != nil {
 			return fmt.Errorf("prefix: %w", err)
@@ -122,6 +132,25 @@ func (s *Service) openEngine() error {
 		if e.prefix, err = e.store.Get(e.key("P")); err != nil {
 			return fmt.Errorf("prefix: %w", err)
 		}
+	}
+	return nil
+}
+
+// openDrafter loads the RAPID drafter's GGUF on device and encodes P with it.
+func (e *engine) openDrafter(path string, threads int, device string) error {
+	dm, err := model.Load(path, model.Options{Threads: threads})
+	if err != nil {
+		return err
+	}
+	e.dm = dm
+	if err := blend.CheckDrafter(e.m, dm); err != nil {
+		return err
+	}
+	if e.dbe, err = dm.OpenBackend(device); err != nil {
+		return err
+	}
+	if e.dprefix, err = blend.EncodePrefixOn(e.dbe, dm, e.format.Prefix()); err != nil {
+		return fmt.Errorf("prefix: %w", err)
 	}
 	return nil
 }
@@ -443,6 +472,12 @@ func (s *Service) closeEngine() error {
 	var errs []error
 	if e.store != nil {
 		errs = append(errs, e.store.Close())
+	}
+	if e.dbe != nil {
+		errs = append(errs, e.dbe.Close())
+	}
+	if e.dm != nil {
+		errs = append(errs, e.dm.Close())
 	}
 	if e.be != nil {
 		errs = append(errs, e.be.Close())

@@ -82,6 +82,11 @@ type Config struct {
 	NoGenerator bool
 	// KV configures the chunk KV store (DIR/kv).
 	KV kvstore.Options
+	// DraftModelPath, when set, is a GGUF that drafts for RAPID instead of
+	// the generator itself: a smaller model of the same tokenizer
+	// (blend.CheckDrafter), on the same Device. Its chunk KV is computed per
+	// request for the drafter's few chunks.
+	DraftModelPath string
 	// HotKVBytes is the host RAM kept for the hot tier of chunk KV: the
 	// decoded KV of the most recently used chunks, served without reading
 	// the store (0: DefaultHotKVBytes; negative: no hot tier).

@@ -265,7 +265,7 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 		return err
 	}
 	if fl.draftModel != "" {
-		dm, dbe, err := openDraftModel(fl.draftModel, fl.ef, m, r.format)
+		dm, dbe, err := openDraftModel(fl.draftModel, fl.ef, m)
 		if err != nil {
 			return err
 		}
@@ -390,21 +390,15 @@ func selectRuns(runs []rapidRun, cfgs []rapidConfig) (sel []rapidRun, ok bool) {
 }
 
 // openDraftModel loads the --draft-model GGUF on --device's backend and
-// checks that it can draft for m: the same vocabulary and the same tokens
-// for the prompt format (the drafter is fed the target's token ids).
-func openDraftModel(path string, ef engineFlags, m *model.Model, f *blend.Format) (*model.Model, model.Backend, error) {
+// checks that it can draft for m (blend.CheckDrafter).
+func openDraftModel(path string, ef engineFlags, m *model.Model) (*model.Model, model.Backend, error) {
 	dm, err := model.Load(path, model.Options{Threads: ef.threads})
 	if err != nil {
 		return nil, nil, fmt.Errorf("--draft-model: %w", err)
 	}
-	if dm.Config.Vocab != m.Config.Vocab {
+	if err := blend.CheckDrafter(m, dm); err != nil {
 		dm.Close()
-		return nil, nil, fmt.Errorf("--draft-model %s has %d tokens, the target %d: it must share the target's tokenizer", path, dm.Config.Vocab, m.Config.Vocab)
-	}
-	probe := "Question: Where does the river rise? Answer in a few words."
-	if !slices.Equal(dm.Tok.Encode(probe, false), m.Tok.Encode(probe, false)) {
-		dm.Close()
-		return nil, nil, fmt.Errorf("--draft-model %s tokenizes text differently from the target: it must share the target's tokenizer", path)
+		return nil, nil, fmt.Errorf("--draft-model %s: %w", path, err)
 	}
 	dbe, err := dm.OpenBackend(ef.device)
 	if err != nil {

@@ -30,6 +30,7 @@ type dataFlags struct {
 	noCURColumns bool   // skip the background CUR columns (benchmarks that must not compete with them)
 	device       string // the generator's compute device
 	hotKVMB      int    // the hot tier's host RAM, MiB (0: default, < 0: off)
+	draftModel   string // RAPID's draft model GGUF ("": the generator)
 }
 
 func (f *dataFlags) register(cmd *cobra.Command) {
@@ -39,6 +40,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.chunkOverlap, "chunk-overlap", 0, "tokens of overlap between consecutive chunks (fixed per data directory)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the service does to stderr")
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
+	cmd.Flags().StringVar(&f.draftModel, "draft-model", "", "GGUF of a smaller model with the generator's tokenizer to draft for RAPID (default: the generator drafts)")
 	cmd.Flags().IntVar(&f.hotKVMB, "hot-kv-mb", 0, fmt.Sprintf("host RAM for recently used chunks' decoded KV, MiB (default %d; negative: off)", server.DefaultHotKVBytes>>20))
 }
 
@@ -49,15 +51,16 @@ func (f *dataFlags) config(cmd *cobra.Command) server.Config {
 		level = slog.LevelInfo
 	}
 	return server.Config{
-		DataDir:      f.dir,
-		ModelsDir:    modelsDir(cmd),
-		Threads:      f.threads,
-		Chunking:     retrieval.ChunkOptions{Tokens: f.chunkTokens, Overlap: f.chunkOverlap},
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
-		NoGenerator:  f.noGenerator,
-		NoCURColumns: f.noCURColumns,
-		Device:       f.device,
-		HotKVBytes:   int64(f.hotKVMB) << 20,
+		DataDir:        f.dir,
+		ModelsDir:      modelsDir(cmd),
+		Threads:        f.threads,
+		Chunking:       retrieval.ChunkOptions{Tokens: f.chunkTokens, Overlap: f.chunkOverlap},
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		NoGenerator:    f.noGenerator,
+		NoCURColumns:   f.noCURColumns,
+		Device:         f.device,
+		HotKVBytes:     int64(f.hotKVMB) << 20,
+		DraftModelPath: f.draftModel,
 	}
 }
 
