@@ -790,3 +790,18 @@ func (r *rapid) finishStats() {
 		r.st.GammaMean = float64(r.gammaSum) / float64(r.st.Rounds)
 	}
 }
+
+// CheckDrafter reports whether drafter can draft for target in Rapid: the
+// same vocabulary and the same token ids for text (Rapid feeds the drafter
+// the target's tokens, and the prompt's segments are tokenized once, by the
+// target's tokenizer).
+func CheckDrafter(target, drafter *model.Model) error {
+	if drafter.Config.Vocab != target.Config.Vocab {
+		return fmt.Errorf("blend: the drafter has %d tokens, the target %d: it must share the target's tokenizer", drafter.Config.Vocab, target.Config.Vocab)
+	}
+	const probe = "Question: Where does the river rise? Answer in a few words.\n\n<|im_end|>"
+	if !slices.Equal(drafter.Tok.Encode(probe, true), target.Tok.Encode(probe, true)) {
+		return fmt.Errorf("blend: the drafter tokenizes text differently from the target: it must share the target's tokenizer")
+	}
+	return nil
+}

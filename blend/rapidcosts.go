@@ -2,11 +2,8 @@ package blend
 
 import (
 	"fmt"
-	"slices"
 	"sync"
 	"time"
-
-	"github.com/blendrag/blendrag/model"
 )
 
 // RapidCosts remembers, across the requests of one process, what RAPID's
@@ -141,19 +138,4 @@ func (c *RapidCosts) ShouldDraft(targetRows, draftRows int, targetStep time.Dura
 		"drafting would not pay (costs measured by an earlier request over %d/%d rows): at best %.2f× (γ=%d) at acceptance %.2f; predicted draft step %v, target step %v, verify %v + %v/row",
 		c.tRows, c.dRows, best, g, a, p.DraftStep.Round(time.Microsecond), p.TargetStep.Round(time.Microsecond),
 		p.VerifyFixed.Round(time.Microsecond), p.VerifyPerRow.Round(time.Microsecond))
-}
-
-// CheckDrafter reports whether drafter can draft for target in Rapid: the
-// same vocabulary and the same token ids for text (Rapid feeds the drafter
-// the target's tokens, and the prompt's segments are tokenized once, by the
-// target's tokenizer).
-func CheckDrafter(target, drafter *model.Model) error {
-	if drafter.Config.Vocab != target.Config.Vocab {
-		return fmt.Errorf("blend: the drafter has %d tokens, the target %d: it must share the target's tokenizer", drafter.Config.Vocab, target.Config.Vocab)
-	}
-	const probe = "Question: Where does the river rise? Answer in a few words.\n\n<|im_end|>"
-	if !slices.Equal(drafter.Tok.Encode(probe, true), target.Tok.Encode(probe, true)) {
-		return fmt.Errorf("blend: the drafter tokenizes text differently from the target: it must share the target's tokenizer")
-	}
-	return nil
 }
