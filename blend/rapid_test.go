@@ -399,7 +399,7 @@ func TestRapidSwitchesOffWhenDraftingDoesNotPay(t *testing.T) {
 	r.st.TargetSteps, r.st.TargetStepTime = 2, 20*ms
 	r.observeVerify(1, 10*ms)
 	r.observeVerify(1, 10*ms)
-	for range rapidWarmup {
+	for range 3 {
 		r.observeVerify(7, 40*ms)
 		r.st.Rounds++
 		r.st.DraftStep = 9 * ms
@@ -418,7 +418,7 @@ func TestRapidSwitchesOffWhenDraftingDoesNotPay(t *testing.T) {
 	// Cheap drafts and verifies keep it on.
 	r2 := &rapid{ropt: RapidOptions{Gamma: 6}, gamma: 6, d: &decodeCtx{}}
 	r2.st.TargetSteps, r2.st.TargetStepTime = 2, 20*ms
-	for range rapidWarmup {
+	for range 3 {
 		r2.observeVerify(1, 10*ms)
 		r2.observeVerify(7, 13*ms)
 		r2.st.Rounds++
@@ -555,4 +555,40 @@ func TestExtendManyRowsEqualsOneAtATimeAndTruncateUndoesIt(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRapidSwitchesOffAtTheRunningAcceptanceFromTheFirstRound: with the
+// 8K-context costs of docs/RAPID.md drafting pays only if nearly every draft
+// is accepted (1.30× at acceptance 1), so a first round of γ = 2 that kept
+// one draft (running acceptance (1+1)/(2+2) = 0.5 with the uniform prior)
+// and ran slower than the target alone (2·96 / 240 ms = 0.8×) switches
+// RAPID off at once. The same round with both drafts kept (bound 0.92× at
+// 0.75) ran faster than the target alone (3·96 / 240 = 1.2×), so it keeps
+// drafting for now; so does cheap drafting.
+func TestRapidSwitchesOffAtTheRunningAcceptanceFromTheFirstRound(t *testing.T) {
+	us := time.Microsecond
+	round := func(draft, fixed, perRow time.Duration, accepted int) *rapid {
+		r := &rapid{ropt: RapidOptions{Gamma: 2}, gamma: 2, d: &decodeCtx{}}
+		r.st.TargetSteps, r.st.TargetStepTime = 2, 2*96000*us
+		r.observeVerify(1, 96000*us)
+		r.observeVerify(3, fixed+3*perRow)
+		r.st.Rounds, r.st.DraftStep = 1, draft
+		r.accW = float64(accepted)
+		if accepted < 2 {
+			r.rejW = 1
+		}
+		r.roundTime = 2*draft + fixed + 3*perRow
+		r.roundTokens = accepted + 1
+		r.adapt()
+		return r
+	}
+	if r := round(20000*us, 45600*us, 51500*us, 1); !r.st.Disabled || !strings.Contains(r.st.DisabledReason, "does not pay") {
+		t.Errorf("8K costs, 1 of 2 drafts kept: still drafting (%+v)", r.st)
+	}
+	if r := round(20000*us, 45600*us, 51500*us, 2); r.st.Disabled {
+		t.Errorf("8K costs, both drafts kept (measured 1.2×): switched off: %s", r.st.DisabledReason)
+	}
+	if r := round(2000*us, 20000*us, 3000*us, 2); r.st.Disabled {
+		t.Errorf("cheap drafting switched off: %s", r.st.DisabledReason)
+	}
 }
