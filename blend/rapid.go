@@ -799,3 +799,23 @@ func CheckDrafter(target, drafter *model.Model) error {
 	}
 	return nil
 }
+
+// OpenDrafter loads the GGUF at path as a RAPID drafter for target: it must
+// share the target's tokenizer (CheckDrafter), and it computes on device
+// (model.Model.OpenBackend). The caller closes the backend, then the model.
+func OpenDrafter(target *model.Model, path string, threads int, device string) (*model.Model, model.Backend, error) {
+	dm, err := model.Load(path, model.Options{Threads: threads})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := CheckDrafter(target, dm); err != nil {
+		dm.Close()
+		return nil, nil, err
+	}
+	dbe, err := dm.OpenBackend(device)
+	if err != nil {
+		dm.Close()
+		return nil, nil, fmt.Errorf("blend: drafter on %s: %w", device, err)
+	}
+	return dm, dbe, nil
+}

@@ -138,18 +138,11 @@ func (s *Service) openEngine() error {
 
 // openDrafter loads the RAPID drafter's GGUF on device and encodes P with it.
 func (e *engine) openDrafter(path string, threads int, device string) error {
-	dm, err := model.Load(path, model.Options{Threads: threads})
-	if err != nil {
+	var err error
+	if e.dm, e.dbe, err = blend.OpenDrafter(e.m, path, threads, device); err != nil {
 		return err
 	}
-	e.dm = dm
-	if err := blend.CheckDrafter(e.m, dm); err != nil {
-		return err
-	}
-	if e.dbe, err = dm.OpenBackend(device); err != nil {
-		return err
-	}
-	if e.dprefix, err = blend.EncodePrefixOn(e.dbe, dm, e.format.Prefix()); err != nil {
+	if e.dprefix, err = blend.EncodePrefixOn(e.dbe, e.dm, e.format.Prefix()); err != nil {
 		return fmt.Errorf("prefix: %w", err)
 	}
 	return nil

@@ -74,20 +74,35 @@ func addBenchCommands(root *cobra.Command) {
 
 // runLlamaCpp measures llama.cpp on the same model, tokens and threads.
 func runLlamaCpp(python, modelPath string, ids []int32, decode, threads, rounds int) (*llamaCppBench, error) {
-	req, _ := json.Marshal(map[string]any{"model": modelPath, "tokens": ids, "decode": decode, "threads": threads, "rounds": rounds})
-	c := exec.Command(python, "-c", llamaCppScript)
-	c.Stdin = bytes.NewReader(req)
-	var stderr bytes.Buffer
-	c.Stderr = &stderr
-	out, err := c.Output()
-	if err != nil {
-		return nil, fmt.Errorf("llama.cpp reference (%s): %w: %s", python, err, strings.TrimSpace(stderr.String()))
-	}
+	req := map[string]any{"model": modelPath, "tokens": ids, "decode": decode, "threads": threads, "rounds": rounds}
 	var r llamaCppBench
-	if err := json.Unmarshal(out, &r); err != nil {
-		return nil, fmt.Errorf("llama.cpp reference printed %q: %w", out, err)
+	if err := runPythonJSON("llama.cpp reference", python, llamaCppScript, req, nil, io.Discard, &r); err != nil {
+		return nil, err
 	}
 	return &r, nil
+}
+
+// runPythonJSON runs script in python with req as JSON on stdin and env
+// added to the environment, copies its stderr to progress, and decodes the
+// JSON it prints into out. what names the reference in errors.
+func runPythonJSON(what, python, script string, req any, env []string, progress io.Writer, out any) error {
+	in, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	c := exec.Command(python, "-c", script)
+	c.Env = append(os.Environ(), env...)
+	c.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	c.Stderr = io.MultiWriter(&stderr, progress)
+	stdout, err := c.Output()
+	if err != nil {
+		return fmt.Errorf("%s (%s): %w: %s", what, python, err, strings.TrimSpace(stderr.String()))
+	}
+	if err := json.Unmarshal(stdout, out); err != nil {
+		return fmt.Errorf("%s printed %q: %w", what, stdout, err)
+	}
+	return nil
 }
 
 // hfBench is HF transformers on the same GGUF (dequantised by transformers),
@@ -113,23 +128,14 @@ type hfDTypeBench struct {
 // k) in one process, returning one hfBench per prompt. Its progress goes to
 // progress.
 func runHF(python, modelPath, device string, prompts [][]int32, rounds []int, decode int, progress io.Writer) ([]*hfBench, error) {
-	req, _ := json.Marshal(map[string]any{"model": modelPath, "prompts": prompts, "rounds": rounds, "decode": decode, "device": device})
-	c := exec.Command(python, "-c", hfScript)
-	c.Env = append(os.Environ(), "TQDM_DISABLE=1", "HF_HUB_OFFLINE=1")
-	c.Stdin = bytes.NewReader(req)
-	var stderr bytes.Buffer
-	c.Stderr = io.MultiWriter(&stderr, progress)
-	out, err := c.Output()
-	if err != nil {
-		return nil, fmt.Errorf("HF transformers baseline (%s): %w: %s", python, err, strings.TrimSpace(stderr.String()))
-	}
+	req := map[string]any{"model": modelPath, "prompts": prompts, "rounds": rounds, "decode": decode, "device": device}
 	var r struct {
 		Version    string           `json:"version"`
 		DeviceName string           `json:"device_name"`
 		Prompts    [][]hfDTypeBench `json:"prompts"`
 	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		return nil, fmt.Errorf("HF transformers baseline printed %q: %w", out, err)
+	if err := runPythonJSON("HF transformers baseline", python, hfScript, req, []string{"TQDM_DISABLE=1", "HF_HUB_OFFLINE=1"}, progress, &r); err != nil {
+		return nil, err
 	}
 	if len(r.Prompts) != len(prompts) {
 		return nil, fmt.Errorf("HF transformers baseline answered %d prompts of %d", len(r.Prompts), len(prompts))

@@ -265,9 +265,9 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 		return err
 	}
 	if fl.draftModel != "" {
-		dm, dbe, err := openDraftModel(fl.draftModel, fl.ef, m)
+		dm, dbe, err := blend.OpenDrafter(m, fl.draftModel, fl.ef.threads, fl.ef.device)
 		if err != nil {
-			return err
+			return fmt.Errorf("--draft-model %s: %w", fl.draftModel, err)
 		}
 		defer dm.Close()
 		defer dbe.Close()
@@ -387,25 +387,6 @@ func selectRuns(runs []rapidRun, cfgs []rapidConfig) (sel []rapidRun, ok bool) {
 		sel = append(sel, runs[k])
 	}
 	return sel, true
-}
-
-// openDraftModel loads the --draft-model GGUF on --device's backend and
-// checks that it can draft for m (blend.CheckDrafter).
-func openDraftModel(path string, ef engineFlags, m *model.Model) (*model.Model, model.Backend, error) {
-	dm, err := model.Load(path, model.Options{Threads: ef.threads})
-	if err != nil {
-		return nil, nil, fmt.Errorf("--draft-model: %w", err)
-	}
-	if err := blend.CheckDrafter(m, dm); err != nil {
-		dm.Close()
-		return nil, nil, fmt.Errorf("--draft-model %s: %w", path, err)
-	}
-	dbe, err := dm.OpenBackend(ef.device)
-	if err != nil {
-		dm.Close()
-		return nil, nil, fmt.Errorf("--draft-model --device %s: %w", ef.device, err)
-	}
-	return dm, dbe, nil
 }
 
 // newRapidRunner prepares questions on model m, computing on backend be
