@@ -84,7 +84,7 @@ type Index struct {
 	opt  Options
 	path string
 
-	writeMu sync.Mutex // serialises mutations
+	writeMu sync.Mutex // serialises mutations and a search's last try
 	mu      sync.RWMutex
 	anchors []string
 	gen     uint64 // incremented whenever the anchor queries change
@@ -361,60 +361,80 @@ func topHits(ids []string, score []float64, k int) []Hit {
 }
 
 // maxRetries bounds how often a search restarts because the anchor queries
-// changed while it was calling the cross-encoder.
+// changed while it was calling the cross-encoder. The last try holds the
+// writers' lock, so it cannot be outrun by a stream of mutations.
 const maxRetries = 3
 
 // approximate returns every chunk id with its CUR estimate ŝ.
 func (x *Index) approximate(ctx context.Context, question string) ([]string, []float64, error) {
-	for range maxRetries {
-		x.mu.RLock()
-		kq, gen := len(x.anchors), x.gen
-		if kq == 0 {
-			x.mu.RUnlock()
-			return nil, nil, errors.New("cur: search: no anchor queries (call SetAnchors)")
+	for try := range maxRetries {
+		last := try == maxRetries-1
+		if last {
+			x.writeMu.Lock()
 		}
-		sel := x.anchorChunks(question)
-		anchorIDs := make([]string, len(sel))
-		w := mat.NewDense(kq, len(sel), nil)
-		for i, j := range sel {
-			anchorIDs[i] = x.ids[j]
-			for a := range kq {
-				w.Set(a, i, x.r[j*kq+a])
-			}
+		ids, est, err := x.approximateOnce(ctx, question)
+		if last {
+			x.writeMu.Unlock()
 		}
-		x.mu.RUnlock()
-
-		c, err := x.ce.ScoreChunks(ctx, question, anchorIDs)
-		if err == nil {
-			err = checkScores(c, len(anchorIDs))
+		if !errors.Is(err, errAnchorsChanged) {
+			return ids, est, err
 		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("cur: search: scoring %d anchor chunks: %w", len(anchorIDs), err)
-		}
-		u, err := solve(w, c, x.opt.RCond)
-		if err != nil {
-			return nil, nil, fmt.Errorf("cur: search: %w", err)
-		}
-
-		x.mu.RLock()
-		if x.gen != gen {
-			x.mu.RUnlock()
-			continue
-		}
-		ids := slices.Clone(x.ids)
-		est := make([]float64, len(ids))
-		for j := range ids {
-			col := x.r[j*kq : (j+1)*kq]
-			var s float64
-			for a, v := range col {
-				s += u[a] * v
-			}
-			est[j] = s
-		}
-		x.mu.RUnlock()
-		return ids, est, nil
 	}
-	return nil, nil, fmt.Errorf("cur: search: anchor queries changed %d times during the search", maxRetries)
+	return nil, nil, fmt.Errorf("cur: search: %w %d times", errAnchorsChanged, maxRetries)
+}
+
+// errAnchorsChanged reports that the anchor queries changed between a
+// search's cross-encoder calls and its estimate.
+var errAnchorsChanged = errors.New("anchor queries changed during the search")
+
+// approximateOnce is one try of approximate; it fails with errAnchorsChanged
+// when a writer replaced anchor queries while it scored.
+func (x *Index) approximateOnce(ctx context.Context, question string) ([]string, []float64, error) {
+	x.mu.RLock()
+	kq, gen := len(x.anchors), x.gen
+	if kq == 0 {
+		x.mu.RUnlock()
+		return nil, nil, errors.New("cur: search: no anchor queries (call SetAnchors)")
+	}
+	sel := x.anchorChunks(question)
+	anchorIDs := make([]string, len(sel))
+	w := mat.NewDense(kq, len(sel), nil)
+	for i, j := range sel {
+		anchorIDs[i] = x.ids[j]
+		for a := range kq {
+			w.Set(a, i, x.r[j*kq+a])
+		}
+	}
+	x.mu.RUnlock()
+
+	c, err := x.ce.ScoreChunks(ctx, question, anchorIDs)
+	if err == nil {
+		err = checkScores(c, len(anchorIDs))
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("cur: search: scoring %d anchor chunks: %w", len(anchorIDs), err)
+	}
+	u, err := solve(w, c, x.opt.RCond)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cur: search: %w", err)
+	}
+
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	if x.gen != gen {
+		return nil, nil, errAnchorsChanged
+	}
+	ids := slices.Clone(x.ids)
+	est := make([]float64, len(ids))
+	for j := range ids {
+		col := x.r[j*kq : (j+1)*kq]
+		var s float64
+		for a, v := range col {
+			s += u[a] * v
+		}
+		est[j] = s
+	}
+	return ids, est, nil
 }
 
 // anchorChunks picks min(k_i, N) distinct chunk positions with Floyd's

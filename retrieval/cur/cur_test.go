@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 var errBoom = errors.New("boom")
@@ -510,5 +511,44 @@ func TestConcurrentSearchDuringMutations(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// mutatingCE changes the anchors during every search's scoring: each call
+// for a "search" question observes a new question from another goroutine
+// and waits (up to a bound) for it to land.
+type mutatingCE struct {
+	*lowRankCE
+	x     *Index
+	n     int
+	tries int
+}
+
+func (ce *mutatingCE) ScoreChunks(ctx context.Context, q string, ids []string) ([]float32, error) {
+	if strings.HasPrefix(q, "search") {
+		ce.tries++
+		ce.n++
+		done := make(chan error, 1)
+		go func() { done <- ce.x.ObserveQuestion(ctx, fmt.Sprintf("observed %d", ce.n)) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				return nil, err
+			}
+		case <-time.After(200 * time.Millisecond): // a writer blocked by the search's last try
+		}
+	}
+	return ce.lowRankCE.ScoreChunks(ctx, q, ids)
+}
+
+func TestSearchLastTryCannotBeOutrunByAnchorChanges(t *testing.T) {
+	ce := &mutatingCE{lowRankCE: &lowRankCE{rank: 8}}
+	ce.x = build(t, ce, Options{AnchorChunks: 16, TopK: 8}, 40, questions("anchor", 16))
+	hits, err := ce.x.Search(context.Background(), "search question", 5)
+	if err != nil {
+		t.Fatalf("search under constant anchor changes: %v", err)
+	}
+	if len(hits) != 5 || ce.tries != maxRetries {
+		t.Fatalf("got %d hits after %d tries, want 5 after %d", len(hits), ce.tries, maxRetries)
 	}
 }
