@@ -111,9 +111,19 @@ func (p *Pool) awaitWorkers(seq uint64) {
 // A polling thread that the operating system deschedules has spent its
 // share of the CPU: once the awaited event comes it waits for its next time
 // slice, far longer than a parked thread, which the scheduler favours on
-// wake-up. So when a gap between two polls shows that the thread was
-// descheduled (the machine has more busy threads than cores), the pool stops
-// polling for spinBackoff and parks at once instead.
+// wake-up. So when gaps between polls show that the pool's threads keep
+// being descheduled (the machine has more busy threads than cores), the
+// pool stops polling for spinBackoff and parks at once instead. One gap is
+// not enough: in a virtual machine the host takes the CPU away for tens or
+// hundreds of microseconds several hundred times a second on an otherwise
+// quiet machine (measured here: ~250 gaps over 50 µs and ~5 over 500 µs
+// per thread and second, none over 5 ms), which says nothing about
+// contention. A thread that shares its CPU with another busy one loses
+// whole time slices (milliseconds) every few milliseconds, so the pool
+// backs off after spinGaps gaps over spinGap within spinWindow. Where the
+// system says how many threads are runnable (Linux), the pool also looks
+// every runqEvery and backs off when two looks in a row find more than CPUs: a polling
+// thread is mostly descheduled while it computes, where no gap shows.
 func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 	ns := p.spin.Load()
 	if v, ok := cond(); ok || ns <= 0 {
@@ -121,6 +131,10 @@ func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 	}
 	now := time.Since(p.epoch).Nanoseconds()
 	if now < p.noSpinUntil.Load() {
+		return 0, false
+	}
+	if last := p.lastLook.Load(); now-last > runqEvery && p.lastLook.CompareAndSwap(last, now) && p.crowded() {
+		p.noSpinUntil.Store(now + spinBackoff)
 		return 0, false
 	}
 	start, last := now, now
@@ -132,7 +146,7 @@ func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 			}
 		}
 		now = time.Since(p.epoch).Nanoseconds()
-		if now-last > spinGap {
+		if now-last > spinGap && p.descheduled(now) {
 			p.noSpinUntil.Store(now + spinBackoff)
 			return 0, false
 		}
@@ -143,10 +157,39 @@ func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 	}
 }
 
+// crowded reads the machine's run queue and reports whether it held more
+// threads than CPUs at this look and the one before (a garbage collection
+// or a short-lived thread crowds it for a moment, another busy process for
+// good). Only the goroutine that won lastLook calls it.
+func (p *Pool) crowded() bool {
+	if !p.runq.crowded() {
+		p.crowdedLooks.Store(0)
+		return false
+	}
+	return p.crowdedLooks.Add(1) >= 2
+}
+
+// descheduled records a gap between polls that ended at now and reports
+// whether it is the spinGaps-th within spinWindow (the count restarts with
+// the first gap after a window has passed). Concurrent callers may lose a
+// count or restart a window twice; the rule needs no more precision.
+func (p *Pool) descheduled(now int64) bool {
+	if now-p.gapWindow.Load() > spinWindow {
+		p.gapWindow.Store(now)
+		p.gaps.Store(1)
+		return spinGaps <= 1
+	}
+	return p.gaps.Add(1) >= spinGaps
+}
+
 // spinGap is the gap between two polls (normally about a microsecond) that
-// shows a polling thread was descheduled; spinBackoff is how long the pool
-// then parks at once.
+// counts as the polling thread having been descheduled; spinGaps such gaps
+// within spinWindow mean contention, and the pool then parks at once for
+// spinBackoff.
 const (
-	spinGap     = int64(50 * time.Microsecond)
+	spinGap     = int64(time.Millisecond)
+	spinGaps    = 4
+	spinWindow  = int64(100 * time.Millisecond)
 	spinBackoff = int64(200 * time.Millisecond)
+	runqEvery   = int64(10 * time.Millisecond)
 )

@@ -15,18 +15,19 @@ type Task interface {
 	Do(worker, lo, hi int)
 }
 
-// DefaultSpin is the polling time SetSpin suggests when the pool's threads
-// have the cores to themselves: an idle worker keeps polling for the next job
-// (and a caller for its workers) that long before it parks. Decode hands the
-// workers a job every few tens of microseconds and waking a parked goroutine
-// costs about as much, so polling can save that per hand-off; but on a
-// machine shared with other busy threads it measured slightly slower (see
-// docs/BENCHMARKS.md), so a new Pool parks at once until SetSpin is called.
+// DefaultSpin is how long a new Pool's idle workers poll for the next job
+// (and a caller for its workers) before parking. Decode hands the workers a
+// job every few tens of microseconds, and waking a parked goroutine costs
+// about as much, or far more in a virtual machine, where the woken goroutine
+// often runs only once its waker blocks. Polling made 2-thread decode
+// 1.2–1.5× faster on the development machine (docs/BENCHMARKS.md); while
+// the machine has more runnable threads than CPUs the pool parks at once
+// anyway (see spinUntil), where polling measured no faster than parking.
 const DefaultSpin = 50 * time.Microsecond
 
 // Pool is a fixed set of worker goroutines for data-parallel loops, plus the
 // scratch space MatMul needs. The goroutines are started once by NewPool and
-// wait between calls parked (after polling for a while, see SetSpin): a
+// wait between calls, polling for a while and then parked (see SetSpin): a
 // parallel call starts no goroutine and, once its scratch has grown to the
 // largest shape seen, allocates nothing.
 //
@@ -46,7 +47,16 @@ type Pool struct {
 	spin    atomic.Int64   // polling time in ns before parking
 	// noSpinUntil: no polling before this time (ns since epoch); see spinUntil.
 	noSpinUntil atomic.Int64
-	epoch       time.Time
+	// gapWindow (ns since epoch) starts the window in which gaps counts
+	// descheduled polls; see descheduled.
+	gapWindow atomic.Int64
+	gaps      atomic.Int32
+	// runq counts the machine's runnable threads (nil where it cannot);
+	// lastLook is when it was last read (ns since epoch).
+	runq         *runQueue
+	lastLook     atomic.Int64
+	crowdedLooks atomic.Int32 // consecutive crowded looks; see crowded
+	epoch        time.Time
 
 	// The hand-off protocol (see handoff.go).
 	seq      atomic.Uint64 // number of jobs published; a change starts the workers
@@ -61,8 +71,13 @@ type Pool struct {
 	job      Task
 	jobN     int
 	jobParts int
-	panicked any // first panic value of a worker in the current job
-	panicMu  sync.Mutex
+	// The job's range is cut into jobChunks pieces that the workers take
+	// in turn (next counts the pieces taken), so a worker that starts late
+	// or runs slower does less of it.
+	jobChunks int
+	next      atomic.Int64
+	panicked  any // first panic value of a worker in the current job
+	panicMu   sync.Mutex
 
 	fn   funcTask
 	kern kernelTable
@@ -80,6 +95,10 @@ func NewPool(threads int) *Pool {
 		threads = runtime.GOMAXPROCS(0)
 	}
 	p := &Pool{threads: threads, inlineWork: inlineBytes, epoch: time.Now()}
+	p.spin.Store(int64(DefaultSpin))
+	if threads > 1 {
+		p.runq = openRunQueue()
+	}
 	p.kern.init()
 	p.sleeping = make([]atomic.Bool, threads)
 	p.wake = make([]chan struct{}, threads)
@@ -96,8 +115,8 @@ func NewPool(threads int) *Pool {
 func (p *Pool) Threads() int { return max(p.threads, 1) }
 
 // SetSpin sets how long idle workers poll for the next job, and callers for
-// their workers, before parking (0, parking at once, unless set; d ≤ 0 is
-// 0). Polling can only pay when the pool's threads have cores to
+// their workers, before parking (DefaultSpin unless set; d ≤ 0 parks at
+// once). Polling can only pay when the pool's threads have cores to
 // themselves; while it sees a polling thread descheduled the pool parks at
 // once anyway. It may be
 // called at any time, also while the pool is working.
@@ -118,6 +137,7 @@ func (p *Pool) Close() {
 		p.publish()
 		p.exited.Wait()
 	}
+	p.runq.close()
 }
 
 // runPart runs worker w's share of the current job, catching a panic so the
@@ -135,16 +155,29 @@ func (p *Pool) runPart(w int) {
 	if w >= p.jobParts {
 		return
 	}
-	lo := p.jobN * w / p.jobParts
-	hi := p.jobN * (w + 1) / p.jobParts
-	if lo < hi {
-		p.job.Do(w, lo, hi)
+	for {
+		c := int(p.next.Add(1) - 1)
+		if c >= p.jobChunks {
+			return
+		}
+		lo := p.jobN * c / p.jobChunks
+		hi := p.jobN * (c + 1) / p.jobChunks
+		if lo < hi {
+			p.job.Do(w, lo, hi)
+		}
 	}
 }
 
-// RunTask splits [0, n) into contiguous ranges, one per worker (fewer when
-// n < Threads()), calls t.Do on each in parallel and returns when all are
-// done. Worker w gets [n·w/k, n·(w+1)/k) for k parts. Passing a pointer to
+// chunksPerThread is how many pieces per thread a parallel call's range is
+// cut into: enough that a worker starting a few microseconds late (or one
+// on a slower core) leaves its share to the others, few enough that each
+// piece stays a sizeable run of the kernels.
+const chunksPerThread = 4
+
+// RunTask splits [0, n) into contiguous ranges (a few per worker, at most
+// n), calls t.Do on each in parallel and returns when all are done. The
+// workers take the ranges in turn, so which worker computes which range,
+// and how many ranges one worker gets, varies from call to call. Passing a pointer to
 // a long-lived Task makes the call allocation-free.
 func (p *Pool) RunTask(n int, t Task) {
 	p.mu.Lock()
@@ -183,6 +216,8 @@ func (p *Pool) runLocked(n int, t Task) {
 		return
 	}
 	p.job, p.jobN, p.jobParts, p.panicked = t, n, parts, nil
+	p.jobChunks = min(n, parts*chunksPerThread)
+	p.next.Store(0)
 	seq := p.publish()
 	p.runPart(0)
 	p.awaitWorkers(seq)

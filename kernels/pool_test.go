@@ -25,7 +25,7 @@ func (c *coverTask) Do(w, lo, hi int) {
 	}
 }
 
-func TestPoolRunCoversEveryIndexExactlyOnceInContiguousRanges(t *testing.T) {
+func TestPoolRunCoversEveryIndexExactlyOnce(t *testing.T) {
 	for _, threads := range []int{1, 2, 3, 8} {
 		p := NewPool(threads)
 		for _, n := range []int{0, 1, 2, 5, 7, 64, 1000} {
@@ -38,12 +38,37 @@ func TestPoolRunCoversEveryIndexExactlyOnceInContiguousRanges(t *testing.T) {
 				if h := c.hits[i].Load(); h != 1 {
 					t.Fatalf("threads=%d n=%d: index %d processed %d times", threads, n, i, h)
 				}
-				if i > 0 && c.workers[i].Load() < c.workers[i-1].Load() {
-					t.Fatalf("threads=%d n=%d: ranges not contiguous in worker order at %d", threads, n, i)
-				}
 			}
 		}
 		p.Close()
+	}
+}
+
+// slowTask sleeps in every call made by a worker other than 0 and counts
+// the indices each worker processed.
+type slowTask struct{ per [2]atomic.Int64 }
+
+func (s *slowTask) Do(w, lo, hi int) {
+	if w != 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.per[w].Add(int64(hi - lo))
+}
+
+func TestPoolSlowWorkerLeavesItsShareToTheOthers(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	s := &slowTask{}
+	const n = 800
+	p.RunTask(n, s)
+	w0, w1 := s.per[0].Load(), s.per[1].Load()
+	if w0+w1 != n {
+		t.Fatalf("covered %d + %d indices, want %d", w0, w1, n)
+	}
+	// The caller takes every range the sleeping worker has not taken: at
+	// most one of the 2·chunksPerThread.
+	if w1 > n/(2*chunksPerThread) {
+		t.Errorf("the slow worker did %d of %d indices, want at most %d", w1, n, n/(2*chunksPerThread))
 	}
 }
 
@@ -222,6 +247,25 @@ func TestPoolCloseStopsPollingAndParkedWorkers(t *testing.T) {
 		}
 		if n.Load() != 8 {
 			t.Errorf("spin=%v: covered %d of 8", spin, n.Load())
+		}
+	}
+}
+
+func TestPoolBacksOffOnlyAfterSeveralGapsInOneWindow(t *testing.T) {
+	var p Pool
+	ms := int64(time.Millisecond)
+	now := int64(10 * time.Second)
+	// Gaps spread out more than a window apart never add up.
+	for i := range 3 * spinGaps {
+		if p.descheduled(now + int64(i)*(spinWindow+ms)) {
+			t.Fatalf("gap %d, each a window apart: backed off", i)
+		}
+	}
+	now += int64(10 * time.Second)
+	for i := range spinGaps {
+		got := p.descheduled(now + int64(i)*ms)
+		if want := i == spinGaps-1; got != want {
+			t.Fatalf("gap %d of %d within one window: backed off %v, want %v", i+1, spinGaps, got, want)
 		}
 	}
 }

@@ -26,7 +26,7 @@ func BenchmarkDecodeSpinVsPark(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	for _, ctxLen := range []int{512, 2048} {
+	for _, ctxLen := range []int{128, 512, 2048} {
 		b.Run("ctx"+strconv.Itoa(ctxLen), func(b *testing.B) {
 			kv := NewKV(m.Config)
 			toks := make([]int32, ctxLen)
