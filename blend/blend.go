@@ -52,6 +52,11 @@ type Options struct {
 	// min(1, 2r) of the chunk rows, layer 2 narrows them to r by its own
 	// deviation.
 	Gradual bool
+	// CheckLayer is the layer at which CacheBlend selects its rows (0 means
+	// 1, DESIGN.md's check layer): layers 1 … CheckLayer−1 recompute every
+	// row, as full does, before the selection. It must be below the
+	// model's layer count.
+	CheckLayer int
 	// T and S are APE's temperature and LSE scale; 0 means the default 0.9.
 	T, S float64
 	// Backend is the device Prefill computes on (model.Model.OpenBackend;
@@ -72,6 +77,12 @@ func (o *Options) normalize() error {
 	}
 	if !(o.Ratio >= 0 && o.Ratio <= 1) {
 		return fmt.Errorf("blend: recompute ratio %v outside [0, 1]", o.Ratio)
+	}
+	if o.CheckLayer < 0 {
+		return fmt.Errorf("blend: CacheBlend check layer %d is negative", o.CheckLayer)
+	}
+	if o.CheckLayer == 0 {
+		o.CheckLayer = 1
 	}
 	if o.T == 0 {
 		o.T = DefaultT
@@ -418,18 +429,22 @@ func (f *fuser) logits(p model.LayerPass) error {
 
 // cacheBlend runs DESIGN.md's CacheBlend variant over the chunk and question
 // rows. Layer 0 keeps the cached K/V of chunk rows (they depend on the token
-// and position only) and computes every row's hidden state. Layer 1 computes
-// fresh K/V for all rows and selects the ⌈r·N⌉ chunk rows whose values
-// deviate most from the cache, plus every question row; from then on only
-// selected rows are written and computed, each attending by position to the
-// context as it stands (fresh K/V for selected rows, cache for the others).
+// and position only) and computes every row's hidden state. Layers up to the
+// check layer c (Options.CheckLayer, default 1) compute fresh K/V for all
+// rows; layer c selects the ⌈r·N⌉ chunk rows whose values deviate most from
+// the cache, plus every question row; from then on only selected rows are
+// written and computed, each attending by position to the context as it
+// stands (fresh K/V for selected rows, cache for the others).
 func (f *fuser) cacheBlend(ctx context.Context) error {
 	p, err := f.b.NewPass(f.kv, rowRange(f.chunkStart[0], f.kv.Len()))
 	if err != nil {
 		return fmt.Errorf("blend: %w", err)
 	}
 	nChunk := f.qStart() - f.chunkStart[0]
-	r := f.opt.Ratio
+	r, c := f.opt.Ratio, f.opt.CheckLayer
+	if c >= f.m.Config.Layers {
+		return fmt.Errorf("blend: CacheBlend check layer %d: the model has %d layers", c, f.m.Config.Layers)
+	}
 	err = f.run(ctx, p, func(l int) error {
 		if err := p.QKV(l); err != nil {
 			return err
@@ -437,9 +452,9 @@ func (f *fuser) cacheBlend(ctx context.Context) error {
 		switch {
 		case l == 0:
 			err = p.WriteKV(l, f.questionIndices(p))
-		case l == 1 || (l == 2 && f.opt.Gradual):
+		case l == c || (l == c+1 && f.opt.Gradual):
 			frac := r
-			if l == 1 && f.opt.Gradual {
+			if l == c && f.opt.Gradual {
 				frac = min(1, 2*r)
 			}
 			sel := f.selectRows(p, l, ceilRows(frac, nChunk))

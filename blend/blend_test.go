@@ -129,7 +129,7 @@ func TestCacheBlendFullRatioEqualsFull(t *testing.T) {
 		f := newFixture(t, m, 4, 7, 12, 9)
 		full := f.prefill(t, Options{Mode: ModeFull})
 		for _, gradual := range []bool{false, true} {
-			cb := f.prefill(t, Options{Mode: ModeCacheBlend, Ratio: 1, Gradual: gradual})
+			cb := f.prefill(t, Options{Mode: ModeCacheBlend, Ratio: 1, Gradual: gradual, CheckLayer: 2})
 			if d := maxAbsDiff(full.Logits, cb.Logits); d > 1e-4 {
 				t.Errorf("gradual=%v: max |Δlogit| cacheblend(r=1) vs full = %g", gradual, d)
 			}
@@ -159,11 +159,12 @@ func TestCacheBlendZeroRatioEqualsReuse(t *testing.T) {
 	})
 }
 
-// TestCacheBlendSelectsRowsWithLargestLayer1ValueDeviationFromFull checks
-// the selection against an independent reference: layer 0 is exact for
-// every row, so the fresh layer-1 values CacheBlend compares with the cache
-// are full prefill's layer-1 values.
-func TestCacheBlendSelectsRowsWithLargestLayer1ValueDeviationFromFull(t *testing.T) {
+// TestCacheBlendSelectsRowsWithLargestCheckLayerValueDeviationFromFull
+// checks the selection against an independent reference: layer 0 is exact
+// for every row and the layers before the check layer c recompute every row,
+// so the fresh layer-c values CacheBlend compares with the cache are full
+// prefill's layer-c values.
+func TestCacheBlendSelectsRowsWithLargestCheckLayerValueDeviationFromFull(t *testing.T) {
 	forSpecs(t, func(t *testing.T, m *model.Model) {
 		f := newFixture(t, m, 6, 7, 12, 9)
 		full := f.prefill(t, Options{Mode: ModeFull})
@@ -172,39 +173,48 @@ func TestCacheBlendSelectsRowsWithLargestLayer1ValueDeviationFromFull(t *testing
 			row int
 			d   float64
 		}
-		var devs []dev
-		row := np
-		for _, c := range f.chunks {
-			for j := 0; j < c.Len(); j++ {
-				s := 0.0
-				for i := 0; i < d; i++ {
-					x := float64(full.KV.V[1][row*d+i] - c.V[1][j*d+i])
-					s += x * x
+		for _, check := range []int{1, 2} {
+			var devs []dev
+			row := np
+			for _, c := range f.chunks {
+				for j := 0; j < c.Len(); j++ {
+					s := 0.0
+					for i := 0; i < d; i++ {
+						x := float64(full.KV.V[check][row*d+i] - c.V[check][j*d+i])
+						s += x * x
+					}
+					devs = append(devs, dev{row, s})
+					row++
 				}
-				devs = append(devs, dev{row, s})
-				row++
+			}
+			slices.SortStableFunc(devs, func(a, b dev) int { return cmp.Compare(b.d, a.d) })
+			for _, ratio := range []float64{0.1, 0.15, 0.5} {
+				k := int(math.Ceil(ratio*float64(len(devs)) - 1e-9))
+				var want []int
+				for _, x := range devs[:k] {
+					want = append(want, x.row)
+				}
+				slices.Sort(want)
+				cb := f.prefill(t, Options{Mode: ModeCacheBlend, Ratio: ratio, CheckLayer: check})
+				if !slices.Equal(cb.Stats.Selected, want) {
+					t.Errorf("check layer %d, r=%v: selected %v, want %v", check, ratio, cb.Stats.Selected, want)
+				}
+				nq := len(f.seg.Question)
+				var wantComputed []int
+				for l := range m.Config.Layers {
+					if l < check {
+						wantComputed = append(wantComputed, len(devs)+nq)
+					} else {
+						wantComputed = append(wantComputed, k+nq)
+					}
+				}
+				if !slices.Equal(cb.Stats.Computed, wantComputed) {
+					t.Errorf("check layer %d, r=%v: computed rows per layer %v, want %v", check, ratio, cb.Stats.Computed, wantComputed)
+				}
 			}
 		}
-		slices.SortStableFunc(devs, func(a, b dev) int { return cmp.Compare(b.d, a.d) })
-		for _, ratio := range []float64{0.1, 0.15, 0.5} {
-			k := int(math.Ceil(ratio*float64(len(devs)) - 1e-9))
-			var want []int
-			for _, x := range devs[:k] {
-				want = append(want, x.row)
-			}
-			slices.Sort(want)
-			cb := f.prefill(t, Options{Mode: ModeCacheBlend, Ratio: ratio})
-			if !slices.Equal(cb.Stats.Selected, want) {
-				t.Errorf("r=%v selected %v, want %v", ratio, cb.Stats.Selected, want)
-			}
-			nq := len(f.seg.Question)
-			wantComputed := []int{len(devs) + nq}
-			for l := 1; l < m.Config.Layers; l++ {
-				wantComputed = append(wantComputed, k+nq)
-			}
-			if !slices.Equal(cb.Stats.Computed, wantComputed) {
-				t.Errorf("r=%v computed rows per layer %v, want %v", ratio, cb.Stats.Computed, wantComputed)
-			}
+		if _, err := Prefill(context.Background(), m, f.seg, f.prefix, MemorySource(f.chunks), Options{Mode: ModeCacheBlend, Ratio: 0.15, CheckLayer: m.Config.Layers}); err == nil {
+			t.Errorf("check layer %d of a %d-layer model: no error", m.Config.Layers, m.Config.Layers)
 		}
 	})
 }

@@ -59,6 +59,7 @@ type blendRecord struct {
 	Model         string                     `json:"model"` // fingerprint
 	Ratio         float64                    `json:"ratio"`
 	Gradual       bool                       `json:"gradual,omitempty"`
+	CheckLayer    int                        `json:"check_layer,omitempty"` // CacheBlend's; 0 = the default (1)
 	MaxContext    int                        `json:"max_context"`
 	Chunks        int                        `json:"chunks"`
 	Passages      int                        `json:"passages"`
@@ -96,6 +97,7 @@ type blendSummary struct {
 	Questions          int                         `json:"questions"`
 	Ratio              float64                     `json:"ratio"`
 	Gradual            bool                        `json:"gradual,omitempty"`
+	CheckLayer         int                         `json:"check_layer,omitempty"`
 	MeanChunks         float64                     `json:"mean_chunks"`
 	MeanTokens         float64                     `json:"mean_tokens"`
 	KVPrecomputeS      float64                     `json:"kv_precompute_s"`
@@ -118,6 +120,7 @@ type evalBlendFlags struct {
 	modes      []string
 	ratio      float64
 	gradual    bool
+	checkLayer int
 	maxContext int
 	json       bool
 }
@@ -148,6 +151,7 @@ func addEvalBlendCommand(eval *cobra.Command) {
 	f.StringSliceVar(&fl.modes, "modes", modeNames(blend.Modes), "modes to evaluate (full is always run: it is the reference)")
 	f.Float64Var(&fl.ratio, "ratio", blend.DefaultRatio, "CacheBlend recompute ratio r in [0, 1]")
 	f.BoolVar(&fl.gradual, "gradual", false, "CacheBlend with gradual filtering (2r rows at layer 1, r from layer 2)")
+	f.IntVar(&fl.checkLayer, "check-layer", 0, "CacheBlend's check layer, where it selects its rows (0 = the default, 1)")
 	f.IntVar(&fl.maxContext, "max-context", 0, "cap the context budget at N tokens (0 = the model's context length)")
 	f.BoolVar(&fl.json, "json", false, "print the summary as JSON")
 	cmd.MarkFlagRequired("dataset")
@@ -208,6 +212,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 	}
 	r.be = be
 	r.gradual = fl.gradual
+	r.checkLayer = fl.checkLayer
 	done := map[int]blendRecord{}
 	var out *os.File
 	if fl.out != "" {
@@ -246,6 +251,7 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 		return err
 	}
 	sum.Gradual = fl.gradual
+	sum.CheckLayer = fl.checkLayer
 	if fl.json {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
@@ -262,6 +268,7 @@ type blendRunner struct {
 	modes      []blend.Mode
 	ratio      float64
 	gradual    bool // CacheBlend's gradual filtering
+	checkLayer int  // CacheBlend's check layer (0: the default)
 	maxContext int
 	budget     int // context rows available to P, chunks and Q, before the answer
 	fp         string
@@ -292,7 +299,7 @@ func newBlendRunner(m *model.Model, modes []blend.Mode, ratio float64, maxContex
 
 // compatible reports whether rec was measured under the runner's settings.
 func (r *blendRunner) compatible(rec blendRecord) bool {
-	return rec.Model == r.fp && rec.Ratio == r.ratio && rec.Gradual == r.gradual && rec.MaxContext == r.maxContext
+	return rec.Model == r.fp && rec.Ratio == r.ratio && rec.Gradual == r.gradual && rec.CheckLayer == r.checkLayer && rec.MaxContext == r.maxContext
 }
 
 // matches reports whether rec can be reused: same settings, every mode.
@@ -320,7 +327,7 @@ func passageText(title, text string) string {
 // question runs every mode on one question.
 func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blendRecord, error) {
 	rec := blendRecord{
-		Index: idx, Question: it.Question, Answers: it.Answers, Model: r.fp, Ratio: r.ratio, Gradual: r.gradual,
+		Index: idx, Question: it.Question, Answers: it.Answers, Model: r.fp, Ratio: r.ratio, Gradual: r.gradual, CheckLayer: r.checkLayer,
 		MaxContext: r.maxContext, Passages: len(it.Ctxs), Modes: map[string]blendModeRecord{},
 	}
 	var texts []string
@@ -373,6 +380,7 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 		opt := blend.DefaultOptions(mode)
 		opt.Ratio = r.ratio
 		opt.Gradual = r.gradual && mode == blend.ModeCacheBlend
+		opt.CheckLayer = r.checkLayer
 		opt.Backend = r.be
 		start := time.Now()
 		res, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
