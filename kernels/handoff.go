@@ -157,6 +157,12 @@ func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 	}
 }
 
+// polling reports whether idle workers poll now: a spin time is set and no
+// back-off is in force.
+func (p *Pool) polling() bool {
+	return p.spin.Load() > 0 && time.Since(p.epoch).Nanoseconds() >= p.noSpinUntil.Load()
+}
+
 // crowded reads the machine's run queue and reports whether it held more
 // threads than CPUs at this look and the one before (a garbage collection
 // or a short-lived thread crowds it for a moment, another busy process for

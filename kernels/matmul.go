@@ -214,6 +214,21 @@ const tileBytes = 128 << 10
 // which MatMul runs on the calling goroutine alone (Pool.inlineWork).
 const inlineBytes = 256 << 10
 
+// inlinePolling replaces inlineBytes while the workers poll: a hand-off then
+// costs about a microsecond instead of a wake-up, so splitting pays for a
+// decode step's 200 KB output projection too.
+const inlinePolling = 64 << 10
+
+// inlineLimit returns the weight traffic below which MatMul stays on the
+// caller now: p.inlineWork, or inlinePolling in its place while the workers
+// poll (unless a test set p.inlineWork).
+func (p *Pool) inlineLimit() int {
+	if p.inlineWork == inlineBytes && p.polling() {
+		return inlinePolling
+	}
+	return p.inlineWork
+}
+
 // fusedMaxRows is the largest number of activation rows per weight row for
 // which reading the weights straight from the GGML row beats unpacking them.
 const fusedMaxRows = 2
@@ -330,7 +345,7 @@ func (p *Pool) MatMul(dst []float32, m Matrix, x []float32, n int) {
 	defer p.mu.Unlock()
 	st := &p.mm
 	j := p.prepareLocked(&st.job, dst, m, x, n)
-	if n*len(m.Data) < p.inlineWork {
+	if n*len(m.Data) < p.inlineLimit() {
 		// Too little work to pay for waking the workers (decode's small
 		// projections); the result is the same on any number of threads.
 		j.compute(0, 0, m.Rows)
@@ -461,7 +476,7 @@ func (p *Pool) MatMulMulti(dsts [][]float32, ms []Matrix, x []float32, n int) {
 		rows += ms[i].Rows
 		work += n * len(ms[i].Data)
 	}
-	if work < p.inlineWork {
+	if work < p.inlineLimit() {
 		st.multi.Do(0, 0, rows)
 	} else {
 		p.runLocked(rows, &st.multi)
