@@ -150,6 +150,12 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 	fast := haveAVX2() && d%8 == 0
 	for t0 := 0; t0 < nKeys; t0 += attnTile {
 		t1 := min(t0+attnTile, nKeys)
+		if fast && groups == nil {
+			for h := h0; h < h1; h++ {
+				s.plainTile(h, q[(kvh*g+h)*d:(kvh*g+h+1)*d], keys, vals, keyPos[t0:t1], qPos, t0, kvDim, koff, d, gscale[0])
+			}
+			continue
+		}
 		// Scores of the tile; masked keys are marked with -Inf and skipped.
 		for h := h0; h < h1; h++ {
 			qh := q[(kvh*g+h)*d : (kvh*g+h+1)*d]
@@ -279,6 +285,57 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 			axpyF32(o, w, s.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d])
 		}
 	}
+}
+
+// plainTile is one tile of AttendHeads' assembly path for head h without
+// key groups, keys [t0, t0+len(kp)): the general path's arithmetic without
+// its per-key tests. A masked key's score is −Inf, so its numerator
+// exp(−Inf − m) is exactly 0 (expTile gives 0 below −87), and adding 0 to
+// the sum l or a 0·v product to the accumulator (never −0) changes neither:
+// one sum and one axpyRows over the whole tile give bitwise what the
+// general path's runs between masked keys give.
+func (s *AttnScratch) plainTile(h int, qh, keys, vals []float32, kp []int32, qPos int32, t0, kvDim, koff, d int, scale float32) {
+	n := len(kp)
+	sc := s.scores[h*attnTile : h*attnTile+n]
+	scoreTile(sc, qh, keys, t0, t0+n, kvDim, koff)
+	mTile := float32(math.Inf(-1))
+	for j, pos := range kp {
+		if pos > qPos {
+			sc[j] = float32(math.Inf(-1))
+			continue
+		}
+		v := sc[j] * scale
+		sc[j] = v
+		mTile = max(mTile, v)
+	}
+	if math.IsInf(float64(mTile), -1) {
+		return // every key of the tile is masked
+	}
+	mOld := s.m[h*maxKeyGroups]
+	acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
+	if mNew := float64(mTile); mNew > mOld {
+		if !math.IsInf(mOld, -1) {
+			f := math.Exp(mOld - mNew)
+			s.l[h*maxKeyGroups] *= f
+			ff := float32(f)
+			for i := range acc {
+				acc[i] *= ff
+			}
+		}
+		s.m[h*maxKeyGroups] = mNew
+	}
+	m := float32(s.m[h*maxKeyGroups])
+	p := s.p[:attnTile]
+	for j, v := range sc {
+		p[j] = v - m
+	}
+	expTile(&p[0], (n+7)/8)
+	l := s.l[h*maxKeyGroups]
+	for _, x := range p[:n] {
+		l += float64(x)
+	}
+	s.l[h*maxKeyGroups] = l
+	axpyRows(&acc[0], d, &p[0], &vals[t0*kvDim+koff], 4*kvDim, n)
 }
 
 // dotF32 returns Σ a[i]·b[i] with four interleaved float32 accumulators

@@ -245,3 +245,53 @@ func TestF32Tile1x8EqualsDot1Bitwise(t *testing.T) {
 		}
 	}
 }
+
+// TestAttendWithoutGroupsIsBitwiseTheOneGroupPath pins plainTile (the
+// assembly path without key groups) to the general per-key path, which a
+// single group of temperature 1 takes, over masks that leave whole tiles,
+// parts of tiles and single keys visible, with positions out of order as
+// APE's position reuse makes them.
+func TestAttendWithoutGroupsIsBitwiseTheOneGroupPath(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no assembly path")
+	}
+	rng := rand.New(rand.NewPCG(41, 42))
+	sh := AttnShape{Heads: 9, KVHeads: 3, HeadDim: 64}
+	for _, nKeys := range []int{1, 7, 32, 33, 100, 300} {
+		keys := randomActs(rng, nKeys, sh.KVDim())
+		vals := randomActs(rng, nKeys, sh.KVDim())
+		q := randomActs(rng, 1, sh.QDim())
+		for name, pos := range map[string][]int32{
+			"in order": func() []int32 {
+				p := make([]int32, nKeys)
+				for j := range p {
+					p[j] = int32(j)
+				}
+				return p
+			}(),
+			"shuffled": func() []int32 {
+				p := make([]int32, nKeys)
+				for j := range p {
+					p[j] = int32(rng.IntN(nKeys))
+				}
+				return p
+			}(),
+		} {
+			for _, qPos := range []int32{0, int32(nKeys / 3), int32(nKeys - 1)} {
+				one := &KeyGroups{Of: make([]uint8, nKeys), Temp: []float32{1}, LSEScale: []float32{1}}
+				want := make([]float32, sh.QDim())
+				got := make([]float32, sh.QDim())
+				var s AttnScratch
+				for kvh := 0; kvh < sh.KVHeads; kvh++ {
+					Attend(want, q, keys, vals, pos, qPos, sh, kvh, one, &s)
+					Attend(got, q, keys, vals, pos, qPos, sh, kvh, nil, &s)
+				}
+				for i := range want {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("keys=%d %s qPos=%d: out[%d] = %v without groups, %v with one group", nKeys, name, qPos, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
