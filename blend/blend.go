@@ -54,8 +54,8 @@ type Options struct {
 	Gradual bool
 	// CheckLayer is the layer at which CacheBlend selects its rows (0 means
 	// 1, DESIGN.md's check layer): layers 1 … CheckLayer−1 recompute every
-	// row, as full does, before the selection. It must be below the
-	// model's layer count.
+	// row, as full does, before the selection. A CheckLayer set must be
+	// below the model's layer count.
 	CheckLayer int
 	// T and S are APE's temperature and LSE scale; 0 means the default 0.9.
 	T, S float64
@@ -80,9 +80,6 @@ func (o *Options) normalize() error {
 	}
 	if o.CheckLayer < 0 {
 		return fmt.Errorf("blend: CacheBlend check layer %d is negative", o.CheckLayer)
-	}
-	if o.CheckLayer == 0 {
-		o.CheckLayer = 1
 	}
 	if o.T == 0 {
 		o.T = DefaultT
@@ -441,8 +438,10 @@ func (f *fuser) cacheBlend(ctx context.Context) error {
 		return fmt.Errorf("blend: %w", err)
 	}
 	nChunk := f.qStart() - f.chunkStart[0]
-	r, c := f.opt.Ratio, f.opt.CheckLayer
-	if c >= f.m.Config.Layers {
+	r, c := f.opt.Ratio, max(f.opt.CheckLayer, 1)
+	if f.opt.CheckLayer > 0 && c >= f.m.Config.Layers {
+		// (The default check layer of a one-layer model selects nothing:
+		// that model is reuse plus its question rows.)
 		return fmt.Errorf("blend: CacheBlend check layer %d: the model has %d layers", c, f.m.Config.Layers)
 	}
 	err = f.run(ctx, p, func(l int) error {
