@@ -1,10 +1,8 @@
 package kernels
 
 import (
-	"bytes"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 )
 
@@ -39,18 +37,33 @@ func (q *runQueue) crowded() bool {
 }
 
 // loadavgRunning returns the running count of /proc/loadavg's text b
-// ("0.14 0.09 0.03 3/81 1303" → 3).
+// ("0.14 0.09 0.03 3/81 1303" → 3), without allocating.
 func loadavgRunning(b []byte) (int, bool) {
-	fields := bytes.Fields(b)
-	if len(fields) < 4 {
-		return 0, false
+	field := 0
+	for i := 0; i < len(b); {
+		for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n') {
+			i++
+		}
+		if i == len(b) {
+			break
+		}
+		if field == 3 {
+			n, digits := 0, 0
+			for ; i < len(b) && b[i] >= '0' && b[i] <= '9' && digits < 9; i++ {
+				n = n*10 + int(b[i]-'0')
+				digits++
+			}
+			if digits == 0 || i == len(b) || b[i] != '/' {
+				return 0, false
+			}
+			return n, true
+		}
+		for i < len(b) && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' {
+			i++
+		}
+		field++
 	}
-	running, _, ok := bytes.Cut(fields[3], []byte("/"))
-	if !ok {
-		return 0, false
-	}
-	r, err := strconv.Atoi(string(running))
-	return r, err == nil
+	return 0, false
 }
 
 // close releases the file.

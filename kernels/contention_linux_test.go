@@ -13,6 +13,7 @@ func TestLoadavgRunningReadsTheFourthField(t *testing.T) {
 		"truncated": {"0.14 0.09 0.03", 0, false},
 		"no slash":  {"0.14 0.09 0.03 178 1296", 0, false},
 		"garbage":   {"a b c x/y z", 0, false},
+		"tabs":      {"1.00\t2.00\t3.00\t17/99\t5", 17, true},
 		"empty":     {"", 0, false},
 	}
 	for name, c := range cases {
@@ -26,5 +27,12 @@ func TestLoadavgRunningReadsTheFourthField(t *testing.T) {
 	} else {
 		q.crowded() // must not panic; the answer depends on the machine
 		q.close()
+	}
+}
+
+func TestLoadavgRunningAllocatesNothing(t *testing.T) {
+	b := []byte("0.14 0.09 0.03 3/81 1303\n")
+	if a := testing.AllocsPerRun(100, func() { loadavgRunning(b) }); a != 0 {
+		t.Errorf("%v allocations per parse", a)
 	}
 }
