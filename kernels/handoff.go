@@ -122,8 +122,9 @@ func (p *Pool) awaitWorkers(seq uint64) {
 // whole time slices (milliseconds) every few milliseconds, so the pool
 // backs off after spinGaps gaps over spinGap within spinWindow. Where the
 // system says how many threads are runnable (Linux), the pool also looks
-// every runqEvery and backs off when two looks in a row find more than CPUs: a polling
-// thread is mostly descheduled while it computes, where no gap shows.
+// every runqEvery and backs off when two looks in a row find more than
+// CPUs: a polling thread is mostly descheduled while it computes, where no
+// gap between polls shows.
 func (p *Pool) spinUntil(cond func() (uint64, bool)) (uint64, bool) {
 	ns := p.spin.Load()
 	if v, ok := cond(); ok || ns <= 0 {
