@@ -1,6 +1,7 @@
 package blend
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/blendrag/blendrag/model"
@@ -83,4 +84,19 @@ func checkPrefixKV(m *model.Model, kv *model.KV, tokens []int32) error {
 		}
 	}
 	return nil
+}
+
+// PrefillEncoded encodes each of seg's chunks after prefix on opt.Backend
+// (EncodeChunkOn) and fuses them by opt: Prefill for a model whose chunk KV
+// is not cached, such as a RAPID draft model.
+func PrefillEncoded(ctx context.Context, m *model.Model, seg Segments, prefix *model.KV, opt Options) (*Result, error) {
+	kvs := make([]*model.KV, len(seg.Chunks))
+	for i, c := range seg.Chunks {
+		kv, err := EncodeChunkOn(opt.Backend, m, prefix, c)
+		if err != nil {
+			return nil, fmt.Errorf("blend: chunk %d KV: %w", i, err)
+		}
+		kvs[i] = kv
+	}
+	return Prefill(ctx, m, seg, prefix, MemorySource(kvs), opt)
 }

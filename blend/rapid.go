@@ -801,10 +801,11 @@ func CheckDrafter(target, drafter *model.Model) error {
 }
 
 // OpenDrafter loads the GGUF at path as a RAPID drafter for target: it must
-// share the target's tokenizer (CheckDrafter), and it computes on device
-// (model.Model.OpenBackend). The caller closes the backend, then the model.
-func OpenDrafter(target *model.Model, path string, threads int, device string) (*model.Model, model.Backend, error) {
-	dm, err := model.Load(path, model.Options{Threads: threads})
+// share the target's tokenizer (CheckDrafter), it computes on device
+// (model.Model.OpenBackend), and on the CPU it shares the target's worker
+// pool (the two take turns). The caller closes the backend, then the model.
+func OpenDrafter(target *model.Model, path, device string) (*model.Model, model.Backend, error) {
+	dm, err := model.Load(path, model.Options{Pool: target.Pool()})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -204,16 +204,7 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 				if mNew == mOld || math.IsInf(mNew, -1) {
 					continue
 				}
-				if !math.IsInf(mOld, -1) {
-					f := math.Exp(mOld - mNew)
-					s.l[h*maxKeyGroups+grp] *= f
-					acc := s.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
-					ff := float32(f)
-					for i := range acc {
-						acc[i] *= ff
-					}
-				}
-				s.m[h*maxKeyGroups+grp] = mNew
+				s.raiseMax(h*maxKeyGroups+grp, d, mNew)
 			}
 			// Accumulate the tile's weighted values.
 			if fast {
@@ -287,6 +278,22 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 	}
 }
 
+// raiseMax moves running state i (a head and key group) to the larger
+// maximum mNew: its sum and accumulator are rescaled by exp(m − mNew)
+// unless nothing was accumulated yet (m = −Inf).
+func (s *AttnScratch) raiseMax(i, d int, mNew float64) {
+	if mOld := s.m[i]; !math.IsInf(mOld, -1) {
+		f := math.Exp(mOld - mNew)
+		s.l[i] *= f
+		ff := float32(f)
+		acc := s.acc[i*d : (i+1)*d]
+		for j := range acc {
+			acc[j] *= ff
+		}
+	}
+	s.m[i] = mNew
+}
+
 // plainTile is one tile of AttendHeads' assembly path for head h without
 // key groups, keys [t0, t0+len(kp)): the general path's arithmetic without
 // its per-key tests. A masked key's score is −Inf, so its numerator
@@ -311,19 +318,10 @@ func (s *AttnScratch) plainTile(h int, qh, keys, vals []float32, kp []int32, qPo
 	if math.IsInf(float64(mTile), -1) {
 		return // every key of the tile is masked
 	}
-	mOld := s.m[h*maxKeyGroups]
-	acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
-	if mNew := float64(mTile); mNew > mOld {
-		if !math.IsInf(mOld, -1) {
-			f := math.Exp(mOld - mNew)
-			s.l[h*maxKeyGroups] *= f
-			ff := float32(f)
-			for i := range acc {
-				acc[i] *= ff
-			}
-		}
-		s.m[h*maxKeyGroups] = mNew
+	if mNew := float64(mTile); mNew > s.m[h*maxKeyGroups] {
+		s.raiseMax(h*maxKeyGroups, d, mNew)
 	}
+	acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
 	m := float32(s.m[h*maxKeyGroups])
 	p := s.p[:attnTile]
 	for j, v := range sc {

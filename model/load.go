@@ -27,9 +27,10 @@ type Model struct {
 	Output    kernels.Matrix `gguf:"output.weight,optional"`
 	Layers    []Layer
 
-	file *gguf.File
-	pool *kernels.Pool
-	rope *kernels.RoPETable
+	file     *gguf.File
+	pool     *kernels.Pool
+	ownsPool bool // made by FromGGUF, so closed by Close
+	rope     *kernels.RoPETable
 }
 
 // Layer is one transformer block. Fields bind to the GGUF tensors
@@ -58,6 +59,12 @@ type Options struct {
 	// GGUF) computes. It costs 4 bytes per weight of RAM and is slower; it
 	// is a reference path for tests, not for serving.
 	F32Weights bool
+	// Pool, when set, is the worker pool to compute on, shared with the
+	// models that already use it (Threads is then ignored, and Close leaves
+	// the pool open). Models that take turns — a RAPID target and its draft
+	// model — should share one: two pools would keep two sets of workers,
+	// each polling or parked while the other model computes.
+	Pool *kernels.Pool
 }
 
 // Load opens a GGUF model file, reads its configuration and tokenizer and
@@ -107,19 +114,26 @@ func FromGGUF(f *gguf.File, opt Options) (*Model, error) {
 	if m.rope, err = kernels.NewRoPETable(cfg.HeadDim, cfg.RopeBase, cfg.RopeNeox, nil); err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	m.pool = kernels.NewPool(opt.Threads)
+	if m.pool = opt.Pool; m.pool == nil {
+		m.pool, m.ownsPool = kernels.NewPool(opt.Threads), true
+	}
 	return m, nil
 }
 
-// Close releases the worker pool and unmaps the weights. The Model must not
-// be used afterwards.
+// Close releases the worker pool (unless it was Options.Pool) and unmaps the
+// weights. The Model must not be used afterwards.
 func (m *Model) Close() error {
-	m.pool.Close()
+	if m.ownsPool {
+		m.pool.Close()
+	}
 	return m.file.Close()
 }
 
 // Threads is the number of worker threads the model computes with.
 func (m *Model) Threads() int { return m.pool.Threads() }
+
+// Pool is the worker pool the model computes on (for Options.Pool).
+func (m *Model) Pool() *kernels.Pool { return m.pool }
 
 // Fingerprint is a hex SHA-256 over the model's tensor directory and tensor
 // data: two files with the same fingerprint compute the same function.

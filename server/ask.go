@@ -356,7 +356,9 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 	if e.dm != nil {
 		// A separate draft model: its chunk KV is computed now (few, small).
 		dm = e.dm
-		drafter, err = e.fuseDrafter(ctx, dseg, opt)
+		dopt := opt
+		dopt.Backend = e.dbe
+		drafter, err = blend.PrefillEncoded(ctx, e.dm, dseg, e.dprefix, dopt)
 		rt.DraftModel = e.dm.Config.Name
 	} else {
 		var missing, hot int
@@ -379,21 +381,6 @@ func (s *Service) decodeRapid(ctx context.Context, req AskRequest, used []Search
 	rt.Bound, _ = st.Bound(st.AcceptRate(), blend.MinGamma, blend.MaxGamma)
 	rt.Off, rt.OffReason = st.Disabled, st.DisabledReason
 	return gen, err
-}
-
-// fuseDrafter fuses the drafter's context with the draft model (engine.dm),
-// computing its chunks' KV on the draft model's backend first.
-func (e *engine) fuseDrafter(ctx context.Context, seg blend.Segments, opt blend.Options) (*blend.Result, error) {
-	kvs := make([]*model.KV, len(seg.Chunks))
-	for i, c := range seg.Chunks {
-		kv, err := blend.EncodeChunkOn(e.dbe, e.dm, e.dprefix, c)
-		if err != nil {
-			return nil, fmt.Errorf("chunk %d KV: %w", i, err)
-		}
-		kvs[i] = kv
-	}
-	opt.Backend = e.dbe
-	return blend.Prefill(ctx, e.dm, seg, e.dprefix, blend.MemorySource(kvs), opt)
 }
 
 // loadKV opens a streaming load of the chunks' KV, first computing and

@@ -116,7 +116,7 @@ func (s *Service) openEngine() error {
 		return err
 	}
 	if p := s.cfg.DraftModelPath; p != "" {
-		if err := e.openDrafter(p, s.cfg.Threads, device); err != nil {
+		if err := e.openDrafter(p, device); err != nil {
 			return fmt.Errorf("draft model %s: %w", p, err)
 		}
 	}
@@ -137,9 +137,9 @@ func (s *Service) openEngine() error {
 }
 
 // openDrafter loads the RAPID drafter's GGUF on device and encodes P with it.
-func (e *engine) openDrafter(path string, threads int, device string) error {
+func (e *engine) openDrafter(path, device string) error {
 	var err error
-	if e.dm, e.dbe, err = blend.OpenDrafter(e.m, path, threads, device); err != nil {
+	if e.dm, e.dbe, err = blend.OpenDrafter(e.m, path, device); err != nil {
 		return err
 	}
 	if e.dprefix, err = blend.EncodePrefixOn(e.dbe, e.dm, e.format.Prefix()); err != nil {

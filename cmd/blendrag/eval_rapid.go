@@ -265,7 +265,7 @@ func runEvalRapid(cmd *cobra.Command, fl *evalRapidFlags) error {
 		return err
 	}
 	if fl.draftModel != "" {
-		dm, dbe, err := blend.OpenDrafter(m, fl.draftModel, fl.ef.threads, fl.ef.device)
+		dm, dbe, err := blend.OpenDrafter(m, fl.draftModel, fl.ef.device)
 		if err != nil {
 			return fmt.Errorf("--draft-model %s: %w", fl.draftModel, err)
 		}
@@ -497,18 +497,17 @@ func (r *rapidRunner) question(ctx context.Context, items []evalItem, i int, cfg
 	var dkvs []*model.KV
 	for _, j := range top {
 		dseg.Chunks = append(dseg.Chunks, seg.Chunks[j])
-		kv := kvs[j]
-		if r.dm != m {
-			// Another model: its own chunk KV.
-			if kv, err = blend.EncodeChunkOn(r.dbe, r.dm, r.dprefix, seg.Chunks[j]); err != nil {
-				return rec, fmt.Errorf("drafter chunk KV: %w", err)
-			}
-		}
-		dkvs = append(dkvs, kv)
+		dkvs = append(dkvs, kvs[j])
 	}
-	dopt := opt
-	dopt.Backend = r.dbe
-	drafter, err := blend.Prefill(ctx, r.dm, dseg, r.dprefix, blend.MemorySource(dkvs), dopt)
+	var drafter *blend.Result
+	if r.dm == m {
+		drafter, err = blend.Prefill(ctx, m, dseg, r.prefixKV, blend.MemorySource(dkvs), opt)
+	} else {
+		// Another model: its own chunk KV.
+		dopt := opt
+		dopt.Backend = r.dbe
+		drafter, err = blend.PrefillEncoded(ctx, r.dm, dseg, r.dprefix, dopt)
+	}
 	if err != nil {
 		return rec, fmt.Errorf("drafter prefill: %w", err)
 	}
