@@ -68,33 +68,87 @@ func (s AttnShape) KVDim() int { return s.KVHeads * s.HeadDim }
 // QDim is the width of one query or output row: Heads·HeadDim.
 func (s AttnShape) QDim() int { return s.Heads * s.HeadDim }
 
+// AttnBlockKeys is the number of keys (a multiple of the tile) whose
+// softmax state attention computes on its own, from nothing, before merging
+// it into the running total, blocks in key order. A query's result thus
+// depends only on its keys, and a long context's blocks may be computed by
+// different workers (AttendBlock) and merged afterwards (AttendMerge) with
+// bitwise the result of one AttendHeads call.
+const AttnBlockKeys = 8 * attnTile
+
+// AttnState is the softmax state of the query heads of one KV head: the
+// running maximum, sum and unnormalised output per (head, key group). It
+// holds one block of keys after AttendBlock. Its zero value is ready to use.
+type AttnState struct {
+	m, l []float64 // [group heads × maxKeyGroups]
+	acc  []float32 // [group heads × maxKeyGroups × HeadDim]
+}
+
+// reset sizes st for g heads of dimension d and empties heads [h0, h1).
+func (st *AttnState) reset(g, d, h0, h1 int) {
+	if cap(st.m) < g*maxKeyGroups {
+		st.m = make([]float64, g*maxKeyGroups)
+		st.l = make([]float64, g*maxKeyGroups)
+	}
+	if cap(st.acc) < g*maxKeyGroups*d {
+		st.acc = make([]float32, g*maxKeyGroups*d)
+	}
+	st.m, st.l, st.acc = st.m[:g*maxKeyGroups], st.l[:g*maxKeyGroups], st.acc[:g*maxKeyGroups*d]
+	for i := h0 * maxKeyGroups; i < h1*maxKeyGroups; i++ {
+		st.m[i] = math.Inf(-1)
+		st.l[i] = 0
+	}
+	clear(st.acc[h0*maxKeyGroups*d : h1*maxKeyGroups*d])
+}
+
+// merge adds block state b into the running total st for heads [h0, h1)
+// and nGroups key groups: both move to the larger maximum M, so
+// l = l_st·e^(m_st−M) + l_b·e^(m_b−M), and likewise the outputs. A state
+// that saw no key (l = 0) changes nothing, and merging into an empty state
+// copies b exactly.
+func (st *AttnState) merge(b *AttnState, h0, h1, nGroups, d int) {
+	for h := h0; h < h1; h++ {
+		for grp := 0; grp < nGroups; grp++ {
+			i := h*maxKeyGroups + grp
+			if b.l[i] == 0 {
+				continue
+			}
+			acc, bacc := st.acc[i*d:(i+1)*d], b.acc[i*d:(i+1)*d]
+			if st.l[i] == 0 {
+				st.m[i], st.l[i] = b.m[i], b.l[i]
+				copy(acc, bacc)
+				continue
+			}
+			mNew := max(st.m[i], b.m[i])
+			fs, fb := math.Exp(st.m[i]-mNew), math.Exp(b.m[i]-mNew)
+			st.m[i], st.l[i] = mNew, st.l[i]*fs+b.l[i]*fb
+			ffs, ffb := float32(fs), float32(fb)
+			for j := range acc {
+				acc[j] = acc[j]*ffs + bacc[j]*ffb
+			}
+		}
+	}
+}
+
 // AttnScratch is the per-worker scratch space of Attend. Its zero value is
 // ready to use; buffers grow on first use and are then reused.
 type AttnScratch struct {
 	scores []float32 // [group heads × attnTile]
 	p      []float32 // [attnTile] softmax numerators (assembly path)
-	acc    []float32 // [group heads × maxKeyGroups × HeadDim]
-	m, l   []float64 // running max and sum per (head, group)
+	pg     []float32 // [attnTile] one key group's numerators (assembly path)
+	block  AttnState // the block being computed
+	total  AttnState // the merged blocks
 }
 
-func (s *AttnScratch) reserve(g, d int) {
+func (s *AttnScratch) reserve(g int) {
 	if cap(s.scores) < g*attnTile {
 		s.scores = make([]float32, g*attnTile)
 	}
 	if cap(s.p) < attnTile {
 		s.p = make([]float32, attnTile)
-	}
-	if cap(s.acc) < g*maxKeyGroups*d {
-		s.acc = make([]float32, g*maxKeyGroups*d)
-	}
-	if cap(s.m) < g*maxKeyGroups {
-		s.m = make([]float64, g*maxKeyGroups)
-		s.l = make([]float64, g*maxKeyGroups)
+		s.pg = make([]float32, attnTile)
 	}
 	s.scores = s.scores[:g*attnTile]
-	s.acc = s.acc[:g*maxKeyGroups*d]
-	s.m = s.m[:g*maxKeyGroups]
-	s.l = s.l[:g*maxKeyGroups]
 }
 
 // Attend computes causal attention for one query row and one KV head: the
@@ -118,14 +172,47 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 // one KV head may be split over several calls (and workers) freely. Only
 // those heads of out are written; 0 ≤ h0 ≤ h1 ≤ Heads/KVHeads.
 func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups, s *AttnScratch) {
+	g, d := sh.Heads/sh.KVHeads, sh.HeadDim
+	s.total.reset(g, d, h0, h1)
+	for b := 0; b*AttnBlockKeys < len(keyPos); b++ {
+		AttendBlock(&s.block, q, keys, vals, keyPos, qPos, sh, kvh, h0, h1, b, groups, s)
+		s.total.merge(&s.block, h0, h1, numGroups(groups), d)
+	}
+	s.total.write(out, sh, kvh, h0, h1, groups)
+}
+
+// AttnBlocks returns the number of key blocks of nKeys keys.
+func AttnBlocks(nKeys int) int { return (nKeys + AttnBlockKeys - 1) / AttnBlockKeys }
+
+// AttendMerge merges the block states blocks (block b of the keys at index
+// b, as AttendBlock left them for heads [h0, h1)) and writes those heads'
+// outputs: bitwise what AttendHeads writes for the same keys.
+func AttendMerge(out []float32, blocks []AttnState, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups, s *AttnScratch) {
+	g, d := sh.Heads/sh.KVHeads, sh.HeadDim
+	s.total.reset(g, d, h0, h1)
+	for b := range blocks {
+		s.total.merge(&blocks[b], h0, h1, numGroups(groups), d)
+	}
+	s.total.write(out, sh, kvh, h0, h1, groups)
+}
+
+func numGroups(groups *KeyGroups) int {
+	if groups == nil {
+		return 1
+	}
+	return len(groups.Temp)
+}
+
+// AttendBlock computes the softmax state st of query heads [h0, h1) of KV
+// head kvh (as AttendHeads) over key block b alone: keys
+// [b·AttnBlockKeys, (b+1)·AttnBlockKeys) ∩ [0, len(keyPos)).
+func AttendBlock(st *AttnState, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh, h0, h1, b int, groups *KeyGroups, s *AttnScratch) {
 	d := sh.HeadDim
 	kvDim := sh.KVDim()
 	g := sh.Heads / sh.KVHeads
-	nGroups := 1
-	if groups != nil {
-		nGroups = len(groups.Temp)
-	}
-	s.reserve(g, d)
+	nGroups := numGroups(groups)
+	s.reserve(g)
+	st.reset(g, d, h0, h1)
 	scale := 1 / math.Sqrt(float64(d))
 	var gscale [maxKeyGroups]float32
 	for i := 0; i < nGroups; i++ {
@@ -135,24 +222,17 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 		}
 		gscale[i] = float32(scale / float64(t))
 	}
-	for i := range s.acc {
-		s.acc[i] = 0
-	}
-	for i := range s.m {
-		s.m[i] = math.Inf(-1)
-		s.l[i] = 0
-	}
-	nKeys := len(keyPos)
+	nKeys := min(len(keyPos), (b+1)*AttnBlockKeys)
 	koff := kvh * d
-	// fast selects the AVX2 kernels (amd64): scores in f32Acc order, a
-	// float32 polynomial exp and assembly value sums. Both paths are
+	// fast selects the AVX2 kernels (amd64): FMA scores, a float32
+	// polynomial exp and assembly value sums. Both paths are
 	// batch-invariant; they differ from each other in rounding.
 	fast := haveAVX2() && d%8 == 0
-	for t0 := 0; t0 < nKeys; t0 += attnTile {
+	for t0 := b * AttnBlockKeys; t0 < nKeys; t0 += attnTile {
 		t1 := min(t0+attnTile, nKeys)
 		if fast && groups == nil {
 			for h := h0; h < h1; h++ {
-				s.plainTile(h, q[(kvh*g+h)*d:(kvh*g+h+1)*d], keys, vals, keyPos[t0:t1], qPos, t0, kvDim, koff, d, gscale[0])
+				s.plainTile(st, h, q[(kvh*g+h)*d:(kvh*g+h+1)*d], keys, vals, keyPos[t0:t1], qPos, t0, kvDim, koff, d, gscale[0])
 			}
 			continue
 		}
@@ -191,7 +271,7 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 		for h := h0; h < h1; h++ {
 			sc := s.scores[h*attnTile : (h+1)*attnTile]
 			for grp := 0; grp < nGroups; grp++ {
-				mOld := s.m[h*maxKeyGroups+grp]
+				mOld := st.m[h*maxKeyGroups+grp]
 				mNew := mOld
 				for j := t0; j < t1; j++ {
 					if groups != nil && int(groups.Of[j]) != grp {
@@ -204,11 +284,11 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 				if mNew == mOld || math.IsInf(mNew, -1) {
 					continue
 				}
-				s.raiseMax(h*maxKeyGroups+grp, d, mNew)
+				st.raiseMax(h*maxKeyGroups+grp, d, mNew)
 			}
 			// Accumulate the tile's weighted values.
 			if fast {
-				s.accumulateTile(h, sc, vals, t0, t1, kvDim, koff, d, groups)
+				s.accumulateTile(st, h, sc, vals, t0, t1, kvDim, koff, d, groups)
 				continue
 			}
 			for j := t0; j < t1; j++ {
@@ -220,12 +300,19 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 				if groups != nil {
 					grp = int(groups.Of[j])
 				}
-				p := math.Exp(v - s.m[h*maxKeyGroups+grp])
-				s.l[h*maxKeyGroups+grp] += p
-				axpyF32(s.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d], float32(p), vals[j*kvDim+koff:j*kvDim+koff+d])
+				p := math.Exp(v - st.m[h*maxKeyGroups+grp])
+				st.l[h*maxKeyGroups+grp] += p
+				axpyF32(st.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d], float32(p), vals[j*kvDim+koff:j*kvDim+koff+d])
 			}
 		}
 	}
+}
+
+// write writes the outputs of heads [h0, h1) from the merged state st.
+// Groups are merged: w_g ∝ exp(λ_g·LSE_g), LSE_g = m_g + ln l_g.
+func (st *AttnState) write(out []float32, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups) {
+	g, d := sh.Heads/sh.KVHeads, sh.HeadDim
+	nGroups := numGroups(groups)
 	// Merge the groups: w_g ∝ exp(λ_g·LSE_g), LSE_g = m_g + ln l_g.
 	for h := h0; h < h1; h++ {
 		o := out[(kvh*g+h)*d : (kvh*g+h+1)*d]
@@ -233,12 +320,12 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 			o[i] = 0
 		}
 		if nGroups == 1 {
-			l := s.l[h*maxKeyGroups]
+			l := st.l[h*maxKeyGroups]
 			if l == 0 {
 				continue
 			}
 			inv := float32(1 / l)
-			acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
+			acc := st.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
 			for i := range o {
 				o[i] = acc[i] * inv
 			}
@@ -247,12 +334,12 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 		var z [maxKeyGroups]float64
 		zmax := math.Inf(-1)
 		for grp := 0; grp < nGroups; grp++ {
-			l := s.l[h*maxKeyGroups+grp]
+			l := st.l[h*maxKeyGroups+grp]
 			if l == 0 {
 				z[grp] = math.Inf(-1)
 				continue
 			}
-			z[grp] = float64(groups.LSEScale[grp]) * (s.m[h*maxKeyGroups+grp] + math.Log(l))
+			z[grp] = float64(groups.LSEScale[grp]) * (st.m[h*maxKeyGroups+grp] + math.Log(l))
 			zmax = max(zmax, z[grp])
 		}
 		if math.IsInf(zmax, -1) {
@@ -272,8 +359,8 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 				continue
 			}
 			// w_g·O_g = w_g·acc_g / l_g
-			w := float32(z[grp] / zsum / s.l[h*maxKeyGroups+grp])
-			axpyF32(o, w, s.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d])
+			w := float32(z[grp] / zsum / st.l[h*maxKeyGroups+grp])
+			axpyF32(o, w, st.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d])
 		}
 	}
 }
@@ -281,17 +368,17 @@ func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh At
 // raiseMax moves running state i (a head and key group) to the larger
 // maximum mNew: its sum and accumulator are rescaled by exp(m − mNew)
 // unless nothing was accumulated yet (m = −Inf).
-func (s *AttnScratch) raiseMax(i, d int, mNew float64) {
-	if mOld := s.m[i]; !math.IsInf(mOld, -1) {
+func (st *AttnState) raiseMax(i, d int, mNew float64) {
+	if mOld := st.m[i]; !math.IsInf(mOld, -1) {
 		f := math.Exp(mOld - mNew)
-		s.l[i] *= f
+		st.l[i] *= f
 		ff := float32(f)
-		acc := s.acc[i*d : (i+1)*d]
+		acc := st.acc[i*d : (i+1)*d]
 		for j := range acc {
 			acc[j] *= ff
 		}
 	}
-	s.m[i] = mNew
+	st.m[i] = mNew
 }
 
 // plainTile is one tile of AttendHeads' assembly path for head h without
@@ -301,38 +388,40 @@ func (s *AttnScratch) raiseMax(i, d int, mNew float64) {
 // the sum l or a 0·v product to the accumulator (never −0) changes neither:
 // one sum and one axpyRows over the whole tile give bitwise what the
 // general path's runs between masked keys give.
-func (s *AttnScratch) plainTile(h int, qh, keys, vals []float32, kp []int32, qPos int32, t0, kvDim, koff, d int, scale float32) {
+func (s *AttnScratch) plainTile(st *AttnState, h int, qh, keys, vals []float32, kp []int32, qPos int32, t0, kvDim, koff, d int, scale float32) {
 	n := len(kp)
 	sc := s.scores[h*attnTile : h*attnTile+n]
 	scoreTile(sc, qh, keys, t0, t0+n, kvDim, koff)
+	full := n / 8
 	mTile := float32(math.Inf(-1))
-	for j, pos := range kp {
-		if pos > qPos {
+	if full > 0 {
+		mTile = scaleMax(&sc[0], &kp[0], full, qPos, scale)
+	}
+	for j := 8 * full; j < n; j++ {
+		if kp[j] > qPos {
 			sc[j] = float32(math.Inf(-1))
 			continue
 		}
 		v := sc[j] * scale
 		sc[j] = v
-		mTile = max(mTile, v)
+		if v > mTile {
+			mTile = v
+		}
 	}
 	if math.IsInf(float64(mTile), -1) {
 		return // every key of the tile is masked
 	}
-	if mNew := float64(mTile); mNew > s.m[h*maxKeyGroups] {
-		s.raiseMax(h*maxKeyGroups, d, mNew)
+	if mNew := float64(mTile); mNew > st.m[h*maxKeyGroups] {
+		st.raiseMax(h*maxKeyGroups, d, mNew)
 	}
-	acc := s.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
-	m := float32(s.m[h*maxKeyGroups])
+	acc := st.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
 	p := s.p[:attnTile]
-	for j, v := range sc {
-		p[j] = v - m
+	copy(p, sc)
+	n8 := (n + 7) / 8
+	for j := n; j < 8*n8; j++ {
+		p[j] = float32(math.Inf(-1)) // numerator 0
 	}
-	expTile(&p[0], (n+7)/8)
-	l := s.l[h*maxKeyGroups]
-	for _, x := range p[:n] {
-		l += float64(x)
-	}
-	s.l[h*maxKeyGroups] = l
+	st.l[h*maxKeyGroups] += float64(expSum(&p[0], n8, float32(st.m[h*maxKeyGroups])))
 	axpyRows(&acc[0], d, &p[0], &vals[t0*kvDim+koff], 4*kvDim, n)
 }
 
@@ -363,34 +452,34 @@ func axpyF32(dst []float32, a float32, x []float32) {
 }
 
 // scoreTile sets sc[j−t0] = q·key_j for keys [t0, t1) with the assembly
-// kernels: eight keys at a time, then four, then one (each key's value is
-// the same either way).
+// kernels: eight keys at a time, then one (a key's score is the same
+// either way).
 func scoreTile(sc, q, keys []float32, t0, t1, kvDim, koff int) {
 	n8 := len(q) / 8
-	var o8 [8]float32
-	var o4 [4]float32
 	j := t0
 	for ; j+8 <= t1; j += 8 {
-		f32Tile1x8((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &o8)
-		copy(sc[j-t0:j-t0+8], o8[:])
-	}
-	for ; j+4 <= t1; j += 4 {
-		f32Tile1x4((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &o4)
-		copy(sc[j-t0:j-t0+4], o4[:])
+		scoreKeys8((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), 4*kvDim, &q[0], n8, &sc[j-t0])
 	}
 	for ; j < t1; j++ {
-		sc[j-t0] = f32Dot1((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), &q[0], n8)
+		sc[j-t0] = scoreKey1((*byte)(unsafe.Pointer(&keys[j*kvDim+koff])), &q[0], n8)
 	}
 }
 
 // accumulateTile adds the tile's softmax numerators p_j = exp(score_j − m)
 // to the running sums of head h and the weighted value rows to its
-// accumulators, with the assembly kernels. Masked keys (score −Inf) are
-// skipped; runs of visible keys of one group go to axpyRows together, which
-// adds them in key order exactly as one call per key would.
-func (s *AttnScratch) accumulateTile(h int, sc, vals []float32, t0, t1, kvDim, koff, d int, groups *KeyGroups) {
+// accumulators, with the assembly kernels. Masked keys (score −Inf) get
+// p_j = 0. A group's sum is sumTile over the tile with the other groups'
+// numerators zeroed, so with one group it is bitwise plainTile's expSum;
+// runs of visible keys of one group go to axpyRows together, which adds
+// them in key order exactly as one call per key would.
+func (s *AttnScratch) accumulateTile(st *AttnState, h int, sc, vals []float32, t0, t1, kvDim, koff, d int, groups *KeyGroups) {
 	p := s.p[:attnTile]
-	for j := t0; j < t1; j++ {
+	n8 := (t1 - t0 + 7) / 8
+	for j := t0; j < t0+8*n8; j++ {
+		if j >= t1 {
+			p[j-t0] = float32(math.Inf(-1))
+			continue
+		}
 		v := sc[j-t0]
 		if math.IsInf(float64(v), -1) {
 			p[j-t0] = v
@@ -400,9 +489,29 @@ func (s *AttnScratch) accumulateTile(h int, sc, vals []float32, t0, t1, kvDim, k
 		if groups != nil {
 			grp = int(groups.Of[j])
 		}
-		p[j-t0] = v - float32(s.m[h*maxKeyGroups+grp])
+		p[j-t0] = v - float32(st.m[h*maxKeyGroups+grp])
 	}
-	expTile(&p[0], (t1-t0+7)/8)
+	expTile(&p[0], n8)
+	// The sum of each group seen in the tile.
+	var seen [maxKeyGroups]bool
+	for j := t0; j < t1; j++ {
+		grp := 0
+		if groups != nil {
+			grp = int(groups.Of[j])
+		}
+		if seen[grp] || math.IsInf(float64(sc[j-t0]), -1) {
+			continue
+		}
+		seen[grp] = true
+		pg := s.pg[:8*n8]
+		for k := range pg {
+			pg[k] = 0
+			if t0+k < t1 && (groups == nil || int(groups.Of[t0+k]) == grp) {
+				pg[k] = p[k]
+			}
+		}
+		st.l[h*maxKeyGroups+grp] += float64(sumTile(&pg[0], n8))
+	}
 	for j := t0; j < t1; {
 		if math.IsInf(float64(sc[j-t0]), -1) {
 			j++
@@ -413,13 +522,10 @@ func (s *AttnScratch) accumulateTile(h int, sc, vals []float32, t0, t1, kvDim, k
 			grp = int(groups.Of[j])
 		}
 		e := j
-		l := s.l[h*maxKeyGroups+grp]
 		for e < t1 && !math.IsInf(float64(sc[e-t0]), -1) && (groups == nil || int(groups.Of[e]) == grp) {
-			l += float64(p[e-t0])
 			e++
 		}
-		s.l[h*maxKeyGroups+grp] = l
-		acc := s.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
+		acc := st.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
 		axpyRows(&acc[0], d, &p[j-t0], &vals[j*kvDim+koff], 4*kvDim, e-j)
 		j = e
 	}

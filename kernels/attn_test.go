@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"testing"
 	"unsafe"
@@ -38,9 +39,26 @@ func TestExpTileWithin2ULP(t *testing.T) {
 	}
 }
 
-// TestAxpyRowsEqualsRepeatedAXPY checks that the multi-row assembly AXPY
-// adds the rows in order exactly as one axpyF32 per row does.
-func TestAxpyRowsEqualsRepeatedAXPY(t *testing.T) {
+// fma32 returns a·b + c rounded once to float32 (round to nearest even),
+// computed exactly with math/big: the reference for the FMA kernels.
+func fma32(a, b, c float32) float32 {
+	x := new(big.Float).SetPrec(200).SetFloat64(float64(a))
+	x.Mul(x, new(big.Float).SetPrec(200).SetFloat64(float64(b)))
+	x.Add(x, new(big.Float).SetPrec(200).SetFloat64(float64(c)))
+	f, _ := new(big.Float).SetPrec(24).SetMode(big.ToNearestEven).Set(x).Float32()
+	return f
+}
+
+// hsum8 sums eight lanes in the kernels' order: lanes i and i+4, then
+// adjacent pairs, then the two pair sums.
+func hsum8(l [8]float32) float32 {
+	return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
+}
+
+// TestAxpyRowsIsOneFMAPerElementInKeyOrder checks the multi-row assembly
+// AXPY against acc[i] = fma(p[j], v_j[i], acc[i]) for j in order, each FMA
+// rounded once (computed exactly with math/big).
+func TestAxpyRowsIsOneFMAPerElementInKeyOrder(t *testing.T) {
 	if !haveAVX2() {
 		t.Skip("no AVX2")
 	}
@@ -53,7 +71,9 @@ func TestAxpyRowsEqualsRepeatedAXPY(t *testing.T) {
 			acc := randomActs(rng, 1, d)
 			want := append([]float32(nil), acc...)
 			for j := 0; j < n; j++ {
-				axpyF32(want, p[j], vals[j*stride+3:j*stride+3+d])
+				for i := range want {
+					want[i] = fma32(p[j], vals[j*stride+3+i], want[i])
+				}
 			}
 			axpyRows(&acc[0], d, &p[0], &vals[3], 4*stride, n)
 			for i := range acc {
@@ -65,13 +85,55 @@ func TestAxpyRowsEqualsRepeatedAXPY(t *testing.T) {
 	}
 }
 
+// TestExpSumIsSumTileOfExpTile checks that expSum writes expTile's values
+// of x − m and returns their sum in sumTile's order, and that sumTile is
+// the lane sums in order followed by hsum8.
+func TestExpSumIsSumTileOfExpTile(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(35, 36))
+	for _, n8 := range []int{0, 1, 2, 4, 9} {
+		x := make([]float32, 8*n8+8)
+		for i := range x {
+			x[i] = float32(rng.Float64()*20 - 18)
+		}
+		if n8 > 0 {
+			x[3] = float32(math.Inf(-1))
+		}
+		const m = 1.5
+		e := append([]float32(nil), x...)
+		for i := range e[:8*n8] {
+			e[i] -= m
+		}
+		expTile(&e[0], n8)
+		y := append([]float32(nil), x...)
+		got := expSum(&y[0], n8, m)
+		for i := range y {
+			if !sameBits(y[i], e[i]) {
+				t.Fatalf("n8=%d: expSum wrote x[%d] = %v, expTile %v", n8, i, y[i], e[i])
+			}
+		}
+		var lanes [8]float32
+		for c := 0; c < n8; c++ {
+			for i := range lanes {
+				lanes[i] += e[8*c+i]
+			}
+		}
+		want := hsum8(lanes)
+		if st := sumTile(&e[0], n8); !sameBits(st, want) || !sameBits(got, want) {
+			t.Fatalf("n8=%d: expSum %v, sumTile %v, lane sums then hsum8 %v", n8, got, st, want)
+		}
+	}
+}
+
 // TestAttendMatchesFloat64Softmax compares Attend (GQA, causal masks, key
 // counts that are not multiples of the tile, one and two key groups) with a
 // float64 softmax attention computed directly from the definition.
 func TestAttendMatchesFloat64Softmax(t *testing.T) {
 	rng := rand.New(rand.NewPCG(35, 36))
 	sh := AttnShape{Heads: 6, KVHeads: 2, HeadDim: 64}
-	for _, nKeys := range []int{1, 5, 33, 100} {
+	for _, nKeys := range []int{1, 5, 33, 100, 700, 1100} { // 1100: a last block wholly masked
 		for _, grouped := range []bool{false, true} {
 			kvDim, qDim := sh.KVDim(), sh.QDim()
 			keys := randomActs(rng, nKeys, kvDim)
@@ -186,7 +248,7 @@ func refAttention(q, keys, vals []float32, pos []int32, qPos int32, kvDim, off i
 func TestAttendHeadsSplitEqualsAttendBitwise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(37, 38))
 	sh := AttnShape{Heads: 9, KVHeads: 3, HeadDim: 64}
-	for _, nKeys := range []int{1, 31, 70} {
+	for _, nKeys := range []int{1, 31, 70, 600} {
 		for _, grouped := range []bool{false, true} {
 			keys := randomActs(rng, nKeys, sh.KVDim())
 			vals := randomActs(rng, nKeys, sh.KVDim())
@@ -226,7 +288,100 @@ func TestAttendHeadsSplitEqualsAttendBitwise(t *testing.T) {
 	}
 }
 
-func TestF32Tile1x8EqualsDot1Bitwise(t *testing.T) {
+// TestAttendBlocksThenMergeEqualsAttendBitwise checks that key blocks
+// computed separately (in any order, with different scratch) and merged
+// give bitwise Attend's output: with and without key groups, with a block
+// whose keys are all masked, and with a single block.
+func TestAttendBlocksThenMergeEqualsAttendBitwise(t *testing.T) {
+	rng := rand.New(rand.NewPCG(43, 44))
+	sh := AttnShape{Heads: 9, KVHeads: 3, HeadDim: 64}
+	for _, nKeys := range []int{200, 256, 257, 1000} {
+		for _, grouped := range []bool{false, true} {
+			keys := randomActs(rng, nKeys, sh.KVDim())
+			vals := randomActs(rng, nKeys, sh.KVDim())
+			q := randomActs(rng, 1, sh.QDim())
+			pos := make([]int32, nKeys)
+			for j := range pos {
+				pos[j] = int32(j)
+				if j >= AttnBlockKeys && j < 2*AttnBlockKeys {
+					pos[j] += int32(nKeys) // the second block is masked
+				}
+			}
+			qPos := int32(nKeys - 1 - nKeys/7)
+			var groups *KeyGroups
+			if grouped {
+				groups = &KeyGroups{Of: make([]uint8, nKeys), Temp: []float32{1, 1.3, 0.8}, LSEScale: []float32{1, 0.6, 0.9}}
+				for j := range groups.Of {
+					groups.Of[j] = uint8(j / 50 % 3)
+				}
+			}
+			want := make([]float32, sh.QDim())
+			var s AttnScratch
+			for kvh := 0; kvh < sh.KVHeads; kvh++ {
+				Attend(want, q, keys, vals, pos, qPos, sh, kvh, groups, &s)
+			}
+			nb := AttnBlocks(nKeys)
+			got := make([]float32, sh.QDim())
+			for kvh := 0; kvh < sh.KVHeads; kvh++ {
+				for _, heads := range [][2]int{{0, 3}, {1, 2}} {
+					blocks := make([]AttnState, nb)
+					scratch := make([]AttnScratch, 2)
+					for _, b := range rng.Perm(nb) {
+						AttendBlock(&blocks[b], q, keys, vals, pos, qPos, sh, kvh, heads[0], heads[1], b, groups, &scratch[b%2])
+					}
+					AttendMerge(got, blocks, sh, kvh, heads[0], heads[1], groups, &scratch[1])
+				}
+			}
+			for i := range want {
+				if !sameBits(got[i], want[i]) {
+					t.Fatalf("keys=%d grouped=%v: out[%d] = %v from merged blocks, Attend gives %v", nKeys, grouped, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestScaleMaxMasksScalesAndFindsTheMax checks scaleMax against its
+// definition, with masks that hide no key, some keys and every key.
+func TestScaleMaxMasksScalesAndFindsTheMax(t *testing.T) {
+	if !haveAVX2() {
+		t.Skip("no AVX2")
+	}
+	rng := rand.New(rand.NewPCG(37, 38))
+	for _, n8 := range []int{1, 2, 4} {
+		for _, qPos := range []int32{-1, 10, 1000} {
+			sc := randomActs(rng, 1, 8*n8)
+			kp := make([]int32, 8*n8)
+			for i := range kp {
+				kp[i] = int32(rng.IntN(20))
+			}
+			want := append([]float32(nil), sc...)
+			wantMax := float32(math.Inf(-1))
+			for i := range want {
+				if kp[i] > qPos {
+					want[i] = float32(math.Inf(-1))
+					continue
+				}
+				want[i] *= 0.125
+				wantMax = max(wantMax, want[i])
+			}
+			got := scaleMax(&sc[0], &kp[0], n8, qPos, 0.125)
+			if !sameBits(got, wantMax) {
+				t.Fatalf("n8=%d qPos=%d: max %v, want %v", n8, qPos, got, wantMax)
+			}
+			for i := range sc {
+				if !sameBits(sc[i], want[i]) {
+					t.Fatalf("n8=%d qPos=%d: sc[%d] = %v, want %v", n8, qPos, i, sc[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestScoreKernelsAreOneFMAChainPerLaneThenHSUM checks scoreKey1 against
+// its definition (per lane, one rounded FMA per eight-float chunk in order,
+// then hsum8) and scoreKeys8 against scoreKey1 bitwise for every row.
+func TestScoreKernelsAreOneFMAChainPerLaneThenHSUM(t *testing.T) {
 	if !haveAVX2() {
 		t.Skip("no AVX2")
 	}
@@ -236,11 +391,18 @@ func TestF32Tile1x8EqualsDot1Bitwise(t *testing.T) {
 		w := randomActs(rng, 8, stride)
 		a := randomActs(rng, 1, 8*n8+1)
 		var out [8]float32
-		f32Tile1x8((*byte)(unsafe.Pointer(&w[0])), 4*stride, &a[0], n8, &out)
+		scoreKeys8((*byte)(unsafe.Pointer(&w[0])), 4*stride, &a[0], n8, &out[0])
 		for j := 0; j < 8; j++ {
-			want := f32Dot1((*byte)(unsafe.Pointer(&w[j*stride])), &a[0], n8)
-			if math.Float32bits(out[j]) != math.Float32bits(want) {
-				t.Fatalf("n8=%d row %d: f32Tile1x8 %v, f32Dot1 %v", n8, j, out[j], want)
+			var lanes [8]float32
+			for c := 0; c < n8; c++ {
+				for i := range lanes {
+					lanes[i] = fma32(a[8*c+i], w[j*stride+8*c+i], lanes[i])
+				}
+			}
+			want := hsum8(lanes)
+			one := scoreKey1((*byte)(unsafe.Pointer(&w[j*stride])), &a[0], n8)
+			if !sameBits(one, want) || !sameBits(out[j], want) {
+				t.Fatalf("n8=%d row %d: scoreKeys8 %v, scoreKey1 %v, definition %v", n8, j, out[j], one, want)
 			}
 		}
 	}

@@ -3,8 +3,8 @@ package kernels
 import "golang.org/x/sys/cpu"
 
 // haveAVX2 reports whether the assembly kernels can run: AVX2 (which
-// x/sys/cpu only reports when the OS saves the YMM registers) and F16C.
-func haveAVX2() bool { return cpu.X86.HasAVX2 && cpu.X86.HasF16C }
+// x/sys/cpu only reports when the OS saves the YMM registers), FMA and F16C.
+func haveAVX2() bool { return cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C }
 
 // The quantized kernels take one weight row w of nb blocks and activations in
 // the grouped layout of groupActs: a points at the int8 quants of block 0 of
@@ -46,11 +46,6 @@ func f32Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32)
 
 //go:noescape
 func f32Dot1(w *byte, a *float32, n8 int) float32
-
-// f32Tile1x8 is f32Tile1x4 for eight weight rows (out[j] for row j < 8).
-//
-//go:noescape
-func f32Tile1x8(w *byte, wstride int, a *float32, n8 int, out *[8]float32)
 
 //go:noescape
 func f16Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]float32)

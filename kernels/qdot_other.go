@@ -20,7 +20,6 @@ func f32Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]f
 }
 func f32Tile1x4(w *byte, wstride int, a *float32, n8 int, out *[4]float32) { panic(errNoAsm) }
 func f32Dot1(w *byte, a *float32, n8 int) float32                          { panic(errNoAsm) }
-func f32Tile1x8(w *byte, wstride int, a *float32, n8 int, out *[8]float32) { panic(errNoAsm) }
 func f16Tile2x4(w *byte, wstride int, a *float32, astride int, n8 int, out *[8]float32) {
 	panic(errNoAsm)
 }
@@ -32,6 +31,13 @@ const errNoAsm = "kernels: assembly kernel called without assembly support"
 
 func axpyRows(acc *float32, d int, p *float32, v *float32, vstride int, n int) { panic(errNoAsm) }
 func expTile(x *float32, n8 int)                                               { panic(errNoAsm) }
+func expSum(x *float32, n8 int, m float32) float32                             { panic(errNoAsm) }
+func scaleMax(sc *float32, kp *int32, n8 int, qPos int32, scale float32) float32 {
+	panic(errNoAsm)
+}
+func sumTile(x *float32, n8 int) float32                                { panic(errNoAsm) }
+func scoreKeys8(k *byte, kstride int, q *float32, n8 int, out *float32) { panic(errNoAsm) }
+func scoreKey1(k *byte, q *float32, n8 int) float32                     { panic(errNoAsm) }
 
 func q41Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }

@@ -46,6 +46,7 @@ type Pass struct {
 
 	x, att, gate, up []float32             // scratch: [n × d], [n × q], [n × f], [n × f]
 	attn             []kernels.AttnScratch // one per pool worker
+	attnBlocks       []kernels.AttnState   // per (row, KV head, key block) in block mode
 	attnTask         attnTask
 	cos, sin         []float32
 	mats             [3]kernels.Matrix // MatMulMulti's arguments, kept here so
@@ -188,14 +189,31 @@ func (p *Pass) AttendMLP(l int) error {
 	}
 	// Attention: one task per (row, KV head), split in contiguous runs over
 	// the workers; each worker has its own scratch. With fewer tasks than
-	// about two per worker (decode) a task is one query head instead, so
-	// the work divides evenly; each head's result is the same either way.
+	// about two per worker (decode), a long context is split into key
+	// blocks instead, a task per (row, KV head, block), whose states are
+	// merged afterwards; a short one into query heads, a task per (row,
+	// head). Each head's result is bitwise the same every way.
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
-	p.attnTask = attnTask{p: p, l: l, sh: sh, perHead: n*c.KVHeads < 2*p.m.pool.Threads()}
-	if p.attnTask.perHead {
-		p.m.pool.RunTask(n*c.Heads, &p.attnTask)
-	} else {
+	threads := p.m.pool.Threads()
+	nb := kernels.AttnBlocks(p.kv.Len())
+	p.attnTask = attnTask{p: p, l: l, sh: sh}
+	switch {
+	case n*c.KVHeads >= 2*threads:
 		p.m.pool.RunTask(n*c.KVHeads, &p.attnTask)
+	case n*c.KVHeads*nb >= 2*threads:
+		p.attnTask.blocks = nb
+		if len(p.attnBlocks) < n*c.KVHeads*nb {
+			p.attnBlocks = make([]kernels.AttnState, n*c.KVHeads*nb)
+		}
+		p.m.pool.RunTask(n*c.KVHeads*nb, &p.attnTask)
+		q, g := c.QDim(), c.Heads/c.KVHeads
+		for t := 0; t < n*c.KVHeads; t++ {
+			i, kvh := t/c.KVHeads, t%c.KVHeads
+			kernels.AttendMerge(p.att[i*q:(i+1)*q], p.attnBlocks[t*nb:(t+1)*nb], sh, kvh, 0, g, p.Groups, &p.attn[0])
+		}
+	default:
+		p.attnTask.perHead = true
+		p.m.pool.RunTask(n*c.Heads, &p.attnTask)
 	}
 	// H += A·Woᵀ, using x as the [n × d] output buffer.
 	x := p.x[:n*c.Dim]
@@ -216,18 +234,29 @@ func (p *Pass) AttendMLP(l int) error {
 	return nil
 }
 
-// attnTask computes attention for tasks t = row·KVHeads + kvHead, or, when
-// perHead is set, t = row·Heads + head.
+// attnTask computes attention for tasks t = row·KVHeads + kvHead; when
+// perHead is set, t = row·Heads + head; when blocks > 0, it computes the
+// state of key block t mod blocks of (row, KV head) t / blocks into
+// Pass.attnBlocks[t].
 type attnTask struct {
 	p       *Pass
 	l       int
 	sh      kernels.AttnShape
 	perHead bool
+	blocks  int
 }
 
 func (a *attnTask) Do(worker, lo, hi int) {
 	p, q := a.p, a.sh.QDim()
 	g := a.sh.Heads / a.sh.KVHeads
+	if a.blocks > 0 {
+		for t := lo; t < hi; t++ {
+			i, kvh := t/a.blocks/a.sh.KVHeads, t/a.blocks%a.sh.KVHeads
+			kernels.AttendBlock(&p.attnBlocks[t], p.Q[i*q:(i+1)*q], p.kv.K[a.l], p.kv.V[a.l],
+				p.kv.Pos, p.kv.Pos[p.Rows[i]], a.sh, kvh, 0, g, t%a.blocks, p.Groups, &p.attn[worker])
+		}
+		return
+	}
 	if !a.perHead {
 		// Task t covers all g heads of its KV head.
 		lo, hi = lo*g, hi*g

@@ -70,6 +70,30 @@ func TestForwardBatchInvariantRowAloneEqualsAmong64(t *testing.T) {
 	}
 }
 
+// Decoding over a context of several attention key blocks splits attention
+// into per-block tasks that are merged afterwards (kernels.AttendBlock); a
+// decoded row's logits are still bitwise its row of one batched prefill.
+func TestDecodeOverKeyBlocksEqualsBatchedPrefill(t *testing.T) {
+	for _, sp := range specs() {
+		t.Run(sp.Name, func(t *testing.T) {
+			m := modeltest.New(t, sp)
+			const n, first = 3*kernels.AttnBlockKeys - 40, 2*kernels.AttnBlockKeys + 10
+			toks := randTokens(rand.New(rand.NewPCG(10, 10)), n, m.Config.Vocab)
+			_, batch := prefill(t, m, toks, 0)
+			kv, _ := prefill(t, m, toks[:first], 0)
+			for i := first; i < n; i++ {
+				one, err := m.Forward(kv, toks[i:i+1], []int32{int32(i)}, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := maxAbsDiff(one, batch[i*m.Config.Vocab:(i+1)*m.Config.Vocab]); d != 0 {
+					t.Fatalf("row %d: decoded vs batched prefill differ by %g", i, d)
+				}
+			}
+		})
+	}
+}
+
 // Recomputing every row of a cache (whatever it held) is a plain prefill.
 func TestRecomputeAllRowsEqualsPrefill(t *testing.T) {
 	for _, sp := range specs() {

@@ -118,10 +118,14 @@ func fullPrefillCE(t *testing.T, s *Service, question, chunk string) float64 {
 }
 
 // storedKVTolerance bounds |CE over stored KV − CE by full prefill|: the
-// store keeps P's and the chunk's KV in fp16 (relative rounding 2^-11),
-// which moves a mean log-probability by up to ~0.02 here (the float32 KV
-// of the blend tests agrees to 2e-6).
-const storedKVTolerance = 0.04
+// store keeps P's and the chunk's KV in the default codec (int8 per row),
+// and the serving path quantises activations to 8 bits, which turns any
+// rounding difference into logit noise of ~0.5 (model.TestLogitsMatchLlamaCpp).
+// Measured on this test's three chunks: 0.034, 0.024 and 0.006 (2026-11-26,
+// before attention moved to FMA kernels), then 0.055, 0.001 and 0.055 after
+// it, though attention itself moved by ~1e-7 (the float32 KV of the blend
+// tests agrees to 2e-6).
+const storedKVTolerance = 0.1
 
 func TestKVCachedCrossEncoderServesCURRerankAndHybrid(t *testing.T) {
 	s := openEngineTest(t, t.TempDir(), Config{})
