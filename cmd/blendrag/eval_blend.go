@@ -49,6 +49,67 @@ type blendModeRecord struct {
 	TTFTMS          float64 `json:"ttft_ms"`
 	// RowLayers is the number of (row, layer) pairs the prefill computed.
 	RowLayers int `json:"row_layers"`
+	// Selection describes the chunk rows CacheBlend recomputed (cacheblend
+	// only).
+	Selection *blendSelection `json:"selection,omitempty"`
+}
+
+// blendSelection places the chunk rows CacheBlend recomputed at its last
+// layer in their chunks, beside the same counts over all chunk rows.
+type blendSelection struct {
+	Rows       int    `json:"rows"`        // selected chunk rows
+	ChunkRows  int    `json:"chunk_rows"`  // all chunk rows
+	Starts     int    `json:"starts"`      // selected rows among the first selectionStart rows of their chunk
+	AllStarts  int    `json:"all_starts"`  // chunk rows among the first selectionStart rows of their chunk
+	Quarters   [4]int `json:"quarters"`    // selected rows by position in their chunk: first … last quarter
+	First      int    `json:"first_chunk"` // selected rows of the first chunk
+	FirstChunk int    `json:"first_rows"`  // rows of the first chunk
+}
+
+// selectionStart is how many leading rows of a chunk count as its start
+// (where an independently encoded chunk keeps its attention sink).
+const selectionStart = 4
+
+// newBlendSelection places selected (context rows, as blend.Stats.Selected)
+// in seg's chunks; the context holds seg.Prefix's rows, then the chunks'.
+func newBlendSelection(seg blend.Segments, selected []int) *blendSelection {
+	sel := &blendSelection{}
+	type span struct{ start, n int }
+	spans := make([]span, len(seg.Chunks))
+	at := len(seg.Prefix)
+	for i, c := range seg.Chunks {
+		spans[i] = span{at, len(c)}
+		at += len(c)
+		sel.ChunkRows += len(c)
+		sel.AllStarts += min(len(c), selectionStart)
+	}
+	if len(spans) > 0 {
+		sel.FirstChunk = spans[0].n
+	}
+	for _, row := range selected {
+		i, _ := slices.BinarySearchFunc(spans, row, func(s span, row int) int {
+			if s.start+s.n <= row {
+				return -1
+			}
+			if s.start > row {
+				return 1
+			}
+			return 0
+		})
+		if i == len(spans) || row < spans[i].start {
+			continue // not a chunk row
+		}
+		sel.Rows++
+		off := row - spans[i].start
+		if off < selectionStart {
+			sel.Starts++
+		}
+		sel.Quarters[4*off/spans[i].n]++
+		if i == 0 {
+			sel.First++
+		}
+	}
+	return sel
 }
 
 // blendRecord is one question's line in the JSONL output.
@@ -89,6 +150,57 @@ type blendModeSummary struct {
 	// SpeedupMean the mean over questions of TTFT(full)/TTFT(mode).
 	SpeedupMedians float64 `json:"speedup_ratio_of_medians"`
 	SpeedupMean    float64 `json:"speedup_mean_of_ratios"`
+	// Selection pools CacheBlend's selections over the questions that
+	// recorded one.
+	Selection *selectionSummary `json:"selection,omitempty"`
+}
+
+// selectionSummary is where CacheBlend's recomputed rows sit, pooled over
+// questions: each share of the selected rows beside the same share of all
+// chunk rows (what a uniform choice would give).
+type selectionSummary struct {
+	Rows            int        `json:"rows"`
+	StartShare      float64    `json:"chunk_start_share"`
+	StartBase       float64    `json:"chunk_start_base"`
+	QuarterShare    [4]float64 `json:"quarter_share"`
+	FirstChunkShare float64    `json:"first_chunk_share"`
+	FirstChunkBase  float64    `json:"first_chunk_base"`
+}
+
+// summarizeSelection pools the selections of recs' mode name, nil if none
+// recorded one.
+func summarizeSelection(recs []blendRecord, name string) *selectionSummary {
+	var tot blendSelection
+	for _, r := range recs {
+		sel := r.Modes[name].Selection
+		if sel == nil {
+			continue
+		}
+		tot.Rows += sel.Rows
+		tot.ChunkRows += sel.ChunkRows
+		tot.Starts += sel.Starts
+		tot.AllStarts += sel.AllStarts
+		tot.First += sel.First
+		tot.FirstChunk += sel.FirstChunk
+		for i, q := range sel.Quarters {
+			tot.Quarters[i] += q
+		}
+	}
+	if tot.Rows == 0 || tot.ChunkRows == 0 {
+		return nil
+	}
+	n := float64(tot.Rows)
+	s := &selectionSummary{
+		Rows:            tot.Rows,
+		StartShare:      float64(tot.Starts) / n,
+		StartBase:       float64(tot.AllStarts) / float64(tot.ChunkRows),
+		FirstChunkShare: float64(tot.First) / n,
+		FirstChunkBase:  float64(tot.FirstChunk) / float64(tot.ChunkRows),
+	}
+	for i, q := range tot.Quarters {
+		s.QuarterShare[i] = float64(q) / n
+	}
+	return s
 }
 
 // blendSummary is eval blend's result.
@@ -422,6 +534,9 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 		for _, c := range res.Stats.Computed {
 			mr.RowLayers += c
 		}
+		if mode == blend.ModeCacheBlend {
+			mr.Selection = newBlendSelection(seg, res.Stats.Selected)
+		}
 		rec.Modes[string(mode)] = mr
 	}
 	return rec, nil
@@ -626,6 +741,7 @@ func summarizeBlend(dataset string, ratio float64, modes []blend.Mode, recs []bl
 				sm.SpeedupMean += fullTTFT[i] / ttft[i] / float64(len(ttft))
 			}
 		}
+		sm.Selection = summarizeSelection(recs, name)
 		s.Modes[name] = sm
 		s.Order = append(s.Order, name)
 	}
@@ -649,9 +765,22 @@ func printBlendSummary(w io.Writer, s blendSummary) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "F1(full) − F1(no context) = %s (paired bootstrap); full beats no context: %v\n",
-		iv(s.FullMinusNoContext), s.FullBeatsNoContext)
-	return err
+	if _, err := fmt.Fprintf(w, "F1(full) − F1(no context) = %s (paired bootstrap); full beats no context: %v\n",
+		iv(s.FullMinusNoContext), s.FullBeatsNoContext); err != nil {
+		return err
+	}
+	for _, name := range s.Order {
+		sel := s.Modes[name].Selection
+		if sel == nil {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s selected %d chunk rows: %.1f%% at a chunk's first %d rows (%.1f%% of all chunk rows are), quarters of the chunk %.1f/%.1f/%.1f/%.1f%%, %.1f%% in the first chunk (%.1f%% of the rows)\n",
+			name, sel.Rows, 100*sel.StartShare, selectionStart, 100*sel.StartBase, 100*sel.QuarterShare[0], 100*sel.QuarterShare[1],
+			100*sel.QuarterShare[2], 100*sel.QuarterShare[3], 100*sel.FirstChunkShare, 100*sel.FirstChunkBase); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readBlendRecords reads the records of a JSONL file written by an earlier

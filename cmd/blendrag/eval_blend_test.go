@@ -206,6 +206,28 @@ func TestForcedAgreementMatchesDecoding(t *testing.T) {
 // model and a two-question dataset: one JSONL line per question with every
 // mode, full exact against itself, the context budget respected, a rerun
 // resumed from the file, and a rerun under another ratio refused.
+// TestBlendSelectionPlacesRowsInTheirChunks checks the selection record
+// against counts worked out by hand: P of 3 rows, chunks of 8, 2 and 12
+// rows (context rows 3–10, 11–12, 13–24), question rows after them.
+func TestBlendSelectionPlacesRowsInTheirChunks(t *testing.T) {
+	seg := blend.Segments{Prefix: make([]int32, 3), Chunks: [][]int32{make([]int32, 8), make([]int32, 2), make([]int32, 12)}, Question: make([]int32, 4)}
+	// 3: chunk 0 row 0 (start, Q1); 9: chunk 0 row 6 (Q4); 12: chunk 1
+	// row 1 (start, Q3); 16: chunk 2 row 3 (start, Q2); 24: chunk 2 row 11
+	// (Q4); 1 (P) and 26 (question) are not chunk rows.
+	got := newBlendSelection(seg, []int{1, 3, 9, 12, 16, 24, 26})
+	want := &blendSelection{Rows: 5, ChunkRows: 22, Starts: 3, AllStarts: 4 + 2 + 4, Quarters: [4]int{1, 1, 1, 2}, First: 2, FirstChunk: 8}
+	if *got != *want {
+		t.Fatalf("selection %+v, want %+v", *got, *want)
+	}
+	sum := summarizeSelection([]blendRecord{{Modes: map[string]blendModeRecord{"cacheblend": {Selection: got}}}}, "cacheblend")
+	if sum == nil || sum.Rows != 5 || sum.StartShare != 3.0/5 || sum.StartBase != 10.0/22 || sum.FirstChunkShare != 2.0/5 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if summarizeSelection([]blendRecord{{Modes: map[string]blendModeRecord{"reuse": {}}}}, "reuse") != nil {
+		t.Error("a mode without selections has a selection summary")
+	}
+}
+
 func TestEvalBlendEndToEndOnGeneratedModel(t *testing.T) {
 	dir := t.TempDir()
 	modelPath := filepath.Join(dir, "m.gguf")
