@@ -189,10 +189,10 @@ func (p *Pass) AttendMLP(l int) error {
 	}
 	// Attention: one task per (row, KV head), split in contiguous runs over
 	// the workers; each worker has its own scratch. With fewer tasks than
-	// about two per worker (decode), a long context is split into key
-	// blocks instead, a task per (row, KV head, block), whose states are
-	// merged afterwards; a short one into query heads, a task per (row,
-	// head). Each head's result is bitwise the same every way.
+	// about two per worker (decode), a context of enough key blocks is
+	// split into blocks instead, a task per (row, KV head, block), whose
+	// states are merged afterwards; a shorter one into query heads, a task
+	// per (row, head). Each head's result is bitwise the same every way.
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
 	threads := p.m.pool.Threads()
 	nb := kernels.AttnBlocks(p.kv.Len())
@@ -200,7 +200,7 @@ func (p *Pass) AttendMLP(l int) error {
 	switch {
 	case n*c.KVHeads >= 2*threads:
 		p.m.pool.RunTask(n*c.KVHeads, &p.attnTask)
-	case n*c.KVHeads*nb >= 2*threads:
+	case n*c.KVHeads*nb >= min(2*threads, n*c.Heads):
 		p.attnTask.blocks = nb
 		if len(p.attnBlocks) < n*c.KVHeads*nb {
 			p.attnBlocks = make([]kernels.AttnState, n*c.KVHeads*nb)
