@@ -86,15 +86,17 @@ func asmQDot1(t DType, w *byte, a *byte, s *float32, nb int) float32 {
 	return 0
 }
 
-// asmQDot8 computes two adjacent activation groups against weight row w.
-func asmQDot8(t DType, w *byte, a *byte, s *float32, nb int, out *[8]float32) {
+// asmQDot8N computes two adjacent activation groups against nw weight
+// rows from w, wstride bytes apart: activation row k against weight row i
+// goes to dst[i + k·dstride] (dstride in floats).
+func asmQDot8N(t DType, w *byte, wstride, nw int, a *byte, s *float32, nb int, dst *float32, dstride int) {
 	switch t {
 	case Q4_1:
-		q41Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+		q41Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
 	case Q4_0:
-		q40Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+		q40Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
 	case Q8_0:
-		q80Dot8(w, a, s, nb, nb*4*qk, nb*8*4, out)
+		q80Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
 	}
 }
 
@@ -118,7 +120,6 @@ func (j *matJob) asmQTiles(lo, hi int) {
 	tile := max(tileBytes/gb, 1)
 	qa, qs := j.st.qa, j.st.qs
 	var out [4]float32
-	var out8 [8]float32
 	for g0 := 0; g0 < groups; g0 += tile {
 		g1 := min(groups, g0+tile)
 		// The rows of a last partial group, four weight rows at a time.
@@ -139,16 +140,21 @@ func (j *matJob) asmQTiles(lo, hi int) {
 				g1--
 			}
 		}
+		// Triples (Q4_1) or pairs of groups against every weight row of the
+		// range, one call each (the activation rows stay in L1 while the
+		// weights stream), then a last single group per weight row.
+		g := g0
+		for ; j.m.Type == Q4_1 && g+3 <= g1 && lo < hi; g += 3 {
+			_ = j.dst[(4*g+11)*rows+hi-1] // the kernel writes rows 4g…4g+11 of [lo, hi)
+			q41Dot12N(&j.m.Data[lo*j.rb], &qa[g*nb*4*qk], &qs[g*nb*8], nb, nb*4*qk, nb*8*4, hi-lo, j.rb, &j.dst[4*g*rows+lo], 4*rows)
+		}
+		for ; g+2 <= g1 && lo < hi; g += 2 {
+			_ = j.dst[(4*g+7)*rows+hi-1] // the kernel writes rows 4g…4g+7 of [lo, hi)
+			asmQDot8N(j.m.Type, &j.m.Data[lo*j.rb], j.rb, hi-lo, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &j.dst[4*g*rows+lo], rows)
+		}
 		for o := lo; o < hi; o++ {
 			w := &j.m.Data[o*j.rb]
-			g := g0
-			for ; g+2 <= g1; g += 2 {
-				asmQDot8(j.m.Type, w, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &out8)
-				for k, v := range out8 {
-					j.dst[(4*g+k)*rows+o] = v
-				}
-			}
-			for ; g < g1; g++ {
+			for g := g; g < g1; g++ {
 				a := &qa[g*nb*4*qk]
 				s := &qs[g*nb*8]
 				if r0 := 4 * g; r0+4 <= j.n {

@@ -82,15 +82,23 @@ func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32
 //go:noescape
 func quantRowQ8(x *float32, nb int, q *byte, s *float32)
 
-// The …Dot8 kernels compute two activation groups (gqa bytes apart in the
-// quants, gqs bytes apart in the scales) against one weight row, into
-// out[0:4] and out[4:8]; each element is computed exactly as …Dot4 does.
+// The …Dot8N kernels compute two activation groups (gqa bytes apart in the
+// quants, gqs bytes apart in the scales) against nw weight rows (wstride
+// bytes apart): activation row k (k < 8; rows 0–3 the first group) against
+// weight row i goes to dst[i + k·dstride/4]. Each element is computed
+// exactly as …Dot4 does.
+
+// q41Dot12N is q41Dot8N for three groups: activation row k < 12 (the third
+// group 2·gqa and 2·gqs bytes after the first).
+//
+//go:noescape
+func q41Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 
 //go:noescape
-func q41Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
+func q41Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 
 //go:noescape
-func q40Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
+func q40Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 
 //go:noescape
-func q80Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
+func q80Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)

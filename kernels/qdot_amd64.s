@@ -63,6 +63,69 @@
 	VPADDD X1, X0, X0 \
 	VCVTDQ2PS X0, X0
 
+// Q41W unpacks Q4_1 weight block (SI) into Y8 and its scale d into every
+// lane of X11 and min m into every lane of X10.
+#define Q41W \
+	NIB4(4) \
+	SCALES \
+	VMOVSHDUP X10, X10 \
+	VBROADCASTSS X10, X10
+
+// Q41G adds one activation group's block to acc (four rows): the group's
+// quants at q0…q3 (32 bytes apart) and its d, s scale vectors at sd, ss.
+#define Q41G(q0, q1, q2, q3, sd, ss, acc) \
+	VPMADDUBSW q0, Y8, Y0 \
+	VPMADDUBSW q1, Y8, Y1 \
+	VPMADDUBSW q2, Y8, Y2 \
+	VPMADDUBSW q3, Y8, Y3 \
+	HSUM4W \
+	VMULPS sd, X11, X4 \
+	VMULPS X0, X4, X4 \
+	VMULPS ss, X10, X5 \
+	VADDPS X5, X4, X4 \
+	VADDPS X4, acc, acc
+
+// STORE4(X, base) writes X's four lanes to base + k·R8 (k < 4), with CX =
+// 3·R8.
+#define STORE4(X, base) \
+	VMOVSS X, (base) \
+	VEXTRACTPS $1, X, (base)(R8*1) \
+	VEXTRACTPS $2, X, (base)(R8*2) \
+	VEXTRACTPS $3, X, (base)(CX*1)
+
+// The …DotNN kernels share their frame: NARGS loads the arguments (after
+// CONSTS, which uses AX), NROW starts weight row R11 (or jumps to end when
+// none is left; X6, X7 and X15 start at 0, and an empty row jumps to done),
+// NNEXT moves to the next weight row and output column.
+#define NARGS \
+	MOVQ w+0(FP), R11 \
+	MOVQ a+8(FP), AX \
+	MOVQ s+16(FP), BX \
+	MOVQ gqa+32(FP), R9 \
+	MOVQ gqs+40(FP), R10 \
+	MOVQ nw+48(FP), R12 \
+	MOVQ dst+64(FP), R13 \
+	MOVQ dstride+72(FP), R8
+
+#define NROW(done, end) \
+	TESTQ R12, R12 \
+	JZ end \
+	MOVQ R11, SI \
+	MOVQ AX, DI \
+	MOVQ BX, DX \
+	MOVQ nb+24(FP), CX \
+	VXORPS X15, X15, X15 \
+	VXORPS X7, X7, X7 \
+	VXORPS X6, X6, X6 \
+	TESTQ CX, CX \
+	JZ done
+
+#define NNEXT(row) \
+	ADDQ wstride+56(FP), R11 \
+	ADDQ $4, R13 \
+	DECQ R12 \
+	JMP row
+
 // HSUM1 sums the lanes of Y0 into every lane of X0 as float32.
 #define HSUM1 \
 	VEXTRACTI128 $1, Y0, X1 \
@@ -509,49 +572,22 @@ q80d4wdone:
 	RET
 
 // Eight activation rows (two groups, gqa and gqs bytes apart in the quant
-// and scale arrays) × one weight row: out[0:4] for the first group,
-// out[4:8] for the second, each element computed as by …Dot4.
+// and scale arrays) × nw weight rows (wstride bytes apart): row k of the
+// eight against weight row i goes to dst + 4·i + k·dstride, each element
+// computed as by …Dot4.
 
-// func q41Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
-TEXT ·q41Dot8(SB), NOSPLIT, $0-56
-	MOVQ w+0(FP), SI
-	MOVQ a+8(FP), DI
-	MOVQ s+16(FP), DX
-	MOVQ nb+24(FP), CX
-	MOVQ gqa+32(FP), R9
-	MOVQ gqs+40(FP), R10
-	MOVQ out+48(FP), R8
+// func q41Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q41Dot8N(SB), NOSPLIT, $0-80
 	CONSTS
-	VXORPS X15, X15, X15
-	VXORPS X7, X7, X7
-	TESTQ CX, CX
-	JZ q41d8done
+	NARGS
+
+q41d8row:
+	NROW(q41d8done, q41d8end)
 
 q41d8loop:
-	NIB4(4)
-	SCALES
-	VMOVSHDUP X10, X10
-	VBROADCASTSS X10, X10
-	VPMADDUBSW 0(DI), Y8, Y0
-	VPMADDUBSW 32(DI), Y8, Y1
-	VPMADDUBSW 64(DI), Y8, Y2
-	VPMADDUBSW 96(DI), Y8, Y3
-	HSUM4W
-	VMULPS (DX), X11, X4
-	VMULPS X0, X4, X4
-	VMULPS 16(DX), X10, X5
-	VADDPS X5, X4, X4
-	VADDPS X4, X15, X15
-	VPMADDUBSW 0(DI)(R9*1), Y8, Y0
-	VPMADDUBSW 32(DI)(R9*1), Y8, Y1
-	VPMADDUBSW 64(DI)(R9*1), Y8, Y2
-	VPMADDUBSW 96(DI)(R9*1), Y8, Y3
-	HSUM4W
-	VMULPS (DX)(R10*1), X11, X4
-	VMULPS X0, X4, X4
-	VMULPS 16(DX)(R10*1), X10, X5
-	VADDPS X5, X4, X4
-	VADDPS X4, X7, X7
+	Q41W
+	Q41G(0(DI), 32(DI), 64(DI), 96(DI), (DX), 16(DX), X15)
+	Q41G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), 16(DX)(R10*1), X7)
 	ADDQ $20, SI
 	ADDQ $128, DI
 	ADDQ $32, DX
@@ -559,25 +595,60 @@ q41d8loop:
 	JNZ q41d8loop
 
 q41d8done:
-	VMOVUPS X15, (R8)
-	VMOVUPS X7, 16(R8)
+	// Row k of the 8 goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	NNEXT(q41d8row)
+
+q41d8end:
 	VZEROUPPER
 	RET
 
-// func q40Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
-TEXT ·q40Dot8(SB), NOSPLIT, $0-56
-	MOVQ w+0(FP), SI
-	MOVQ a+8(FP), DI
-	MOVQ s+16(FP), DX
-	MOVQ nb+24(FP), CX
-	MOVQ gqa+32(FP), R9
-	MOVQ gqs+40(FP), R10
-	MOVQ out+48(FP), R8
+// q41Dot12N is q41Dot8N for three groups (twelve rows; the third group
+// 2·gqa and 2·gqs bytes after the first).
+
+// func q41Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q41Dot12N(SB), NOSPLIT, $0-80
 	CONSTS
-	VXORPS X15, X15, X15
-	VXORPS X7, X7, X7
-	TESTQ CX, CX
-	JZ q40d8done
+	NARGS
+
+q41d12row:
+	NROW(q41d12done, q41d12end)
+
+q41d12loop:
+	Q41W
+	Q41G(0(DI), 32(DI), 64(DI), 96(DI), (DX), 16(DX), X15)
+	Q41G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), 16(DX)(R10*1), X7)
+	Q41G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), 16(DX)(R10*2), X6)
+	ADDQ $20, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q41d12loop
+
+q41d12done:
+	// Row k of the 12 goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	LEAQ (SI)(R8*4), SI
+	STORE4(X6, SI)
+	NNEXT(q41d12row)
+
+q41d12end:
+	VZEROUPPER
+	RET
+
+// func q40Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q40Dot8N(SB), NOSPLIT, $0-80
+	CONSTS
+	NARGS
+
+q40d8row:
+	NROW(q40d8done, q40d8end)
 
 q40d8loop:
 	NIB4(2)
@@ -623,25 +694,24 @@ q40d8loop:
 	JNZ q40d8loop
 
 q40d8done:
-	VMOVUPS X15, (R8)
-	VMOVUPS X7, 16(R8)
+	// Row k of the eight goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	NNEXT(q40d8row)
+
+q40d8end:
 	VZEROUPPER
 	RET
 
-// func q80Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32)
-TEXT ·q80Dot8(SB), NOSPLIT, $0-56
-	MOVQ w+0(FP), SI
-	MOVQ a+8(FP), DI
-	MOVQ s+16(FP), DX
-	MOVQ nb+24(FP), CX
-	MOVQ gqa+32(FP), R9
-	MOVQ gqs+40(FP), R10
-	MOVQ out+48(FP), R8
+// func q80Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q80Dot8N(SB), NOSPLIT, $0-80
 	CONSTS
-	VXORPS X15, X15, X15
-	VXORPS X7, X7, X7
-	TESTQ CX, CX
-	JZ q80d8done
+	NARGS
+
+q80d8row:
+	NROW(q80d8done, q80d8end)
 
 q80d8loop:
 	VMOVDQU 2(SI), Y8
@@ -694,7 +764,13 @@ q80d8loop:
 	JNZ q80d8loop
 
 q80d8done:
-	VMOVUPS X15, (R8)
-	VMOVUPS X7, 16(R8)
+	// Row k of the eight goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	NNEXT(q80d8row)
+
+q80d8end:
 	VZEROUPPER
 	RET

@@ -44,12 +44,15 @@ func q40Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32
 func q80Dot4w(w *byte, wstride int, a *byte, s *float32, nb int, out *[4]float32) { panic(errNoAsm) }
 func quantRowQ8(x *float32, nb int, q *byte, s *float32)                          { panic(errNoAsm) }
 
-func q41Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+func q41Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
 	panic(errNoAsm)
 }
-func q40Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+func q41Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
 	panic(errNoAsm)
 }
-func q80Dot8(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, out *[8]float32) {
+func q40Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
+	panic(errNoAsm)
+}
+func q80Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
 	panic(errNoAsm)
 }
