@@ -86,18 +86,31 @@ func asmQDot1(t DType, w *byte, a *byte, s *float32, nb int) float32 {
 	return 0
 }
 
-// asmQDot8N computes two adjacent activation groups against nw weight
-// rows from w, wstride bytes apart: activation row k against weight row i
-// goes to dst[i + k·dstride] (dstride in floats).
-func asmQDot8N(t DType, w *byte, wstride, nw int, a *byte, s *float32, nb int, dst *float32, dstride int) {
+// asmQDotN computes groups (2 or 3) adjacent activation groups against nw
+// weight rows from w, wstride bytes apart: activation row k against weight
+// row i goes to dst[i + k·dstride] (dstride in floats).
+func asmQDotN(t DType, groups int, w *byte, wstride, nw int, a *byte, s *float32, nb int, dst *float32, dstride int) {
+	var kernel func(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 	switch t {
 	case Q4_1:
-		q41Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
+		kernel = q41Dot8N
+		if groups == 3 {
+			kernel = q41Dot12N
+		}
 	case Q4_0:
-		q40Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
+		kernel = q40Dot8N
+		if groups == 3 {
+			kernel = q40Dot12N
+		}
 	case Q8_0:
-		q80Dot8N(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
+		kernel = q80Dot8N
+		if groups == 3 {
+			kernel = q80Dot12N
+		}
+	default:
+		return
 	}
+	kernel(w, a, s, nb, nb*4*qk, nb*8*4, nw, wstride, dst, 4*dstride)
 }
 
 // asmQDot4w computes one activation row against four weight rows.
@@ -140,17 +153,17 @@ func (j *matJob) asmQTiles(lo, hi int) {
 				g1--
 			}
 		}
-		// Triples (Q4_1) or pairs of groups against every weight row of the
+		// Triples, then a pair, of groups against every weight row of the
 		// range, one call each (the activation rows stay in L1 while the
 		// weights stream), then a last single group per weight row.
 		g := g0
-		for ; j.m.Type == Q4_1 && g+3 <= g1 && lo < hi; g += 3 {
+		for ; g+3 <= g1 && lo < hi; g += 3 {
 			_ = j.dst[(4*g+11)*rows+hi-1] // the kernel writes rows 4g…4g+11 of [lo, hi)
-			q41Dot12N(&j.m.Data[lo*j.rb], &qa[g*nb*4*qk], &qs[g*nb*8], nb, nb*4*qk, nb*8*4, hi-lo, j.rb, &j.dst[4*g*rows+lo], 4*rows)
+			asmQDotN(j.m.Type, 3, &j.m.Data[lo*j.rb], j.rb, hi-lo, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &j.dst[4*g*rows+lo], rows)
 		}
 		for ; g+2 <= g1 && lo < hi; g += 2 {
 			_ = j.dst[(4*g+7)*rows+hi-1] // the kernel writes rows 4g…4g+7 of [lo, hi)
-			asmQDot8N(j.m.Type, &j.m.Data[lo*j.rb], j.rb, hi-lo, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &j.dst[4*g*rows+lo], rows)
+			asmQDotN(j.m.Type, 2, &j.m.Data[lo*j.rb], j.rb, hi-lo, &qa[g*nb*4*qk], &qs[g*nb*8], nb, &j.dst[4*g*rows+lo], rows)
 		}
 		for o := lo; o < hi; o++ {
 			w := &j.m.Data[o*j.rb]

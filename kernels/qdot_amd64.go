@@ -97,6 +97,14 @@ func q41Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, w
 //go:noescape
 func q41Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 
+// q40Dot12N and q80Dot12N are q41Dot12N for Q4_0 and Q8_0 weights.
+//
+//go:noescape
+func q40Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+
+//go:noescape
+func q80Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+
 //go:noescape
 func q40Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 

@@ -85,6 +85,49 @@
 	VADDPS X5, X4, X4 \
 	VADDPS X4, acc, acc
 
+// Q40G is Q41G for a Q4_0 block (weights in Y8 with their signs, |w| in
+// Y9, d in X11).
+#define Q40G(q0, q1, q2, q3, sd, acc) \
+	VMOVDQU q0, Y0 \
+	VPSIGNB Y8, Y0, Y0 \
+	VPMADDUBSW Y0, Y9, Y0 \
+	VMOVDQU q1, Y1 \
+	VPSIGNB Y8, Y1, Y1 \
+	VPMADDUBSW Y1, Y9, Y1 \
+	VMOVDQU q2, Y2 \
+	VPSIGNB Y8, Y2, Y2 \
+	VPMADDUBSW Y2, Y9, Y2 \
+	VMOVDQU q3, Y3 \
+	VPSIGNB Y8, Y3, Y3 \
+	VPMADDUBSW Y3, Y9, Y3 \
+	HSUM4W \
+	VMULPS X11, X0, X4 \
+	VMULPS sd, X4, X4 \
+	VADDPS X4, acc, acc
+
+// Q80G is Q41G for a Q8_0 block (weights in Y8, |w| in Y9, d in X11).
+#define Q80G(q0, q1, q2, q3, sd, acc) \
+	VMOVDQU q0, Y0 \
+	VPSIGNB Y8, Y0, Y0 \
+	VPMADDUBSW Y0, Y9, Y0 \
+	VPMADDWD Y13, Y0, Y0 \
+	VMOVDQU q1, Y1 \
+	VPSIGNB Y8, Y1, Y1 \
+	VPMADDUBSW Y1, Y9, Y1 \
+	VPMADDWD Y13, Y1, Y1 \
+	VMOVDQU q2, Y2 \
+	VPSIGNB Y8, Y2, Y2 \
+	VPMADDUBSW Y2, Y9, Y2 \
+	VPMADDWD Y13, Y2, Y2 \
+	VMOVDQU q3, Y3 \
+	VPSIGNB Y8, Y3, Y3 \
+	VPMADDUBSW Y3, Y9, Y3 \
+	VPMADDWD Y13, Y3, Y3 \
+	HSUM4 \
+	VMULPS sd, X11, X4 \
+	VMULPS X4, X0, X4 \
+	VADDPS X4, acc, acc
+
 // STORE4(X, base) writes X's four lanes to base + k·R8 (k < 4), with CX =
 // 3·R8.
 #define STORE4(X, base) \
@@ -655,38 +698,8 @@ q40d8loop:
 	VPSUBB Y12, Y8, Y8
 	VPABSB Y8, Y9
 	SCALES
-	VMOVDQU 0(DI), Y0
-	VPSIGNB Y8, Y0, Y0
-	VPMADDUBSW Y0, Y9, Y0
-	VMOVDQU 32(DI), Y1
-	VPSIGNB Y8, Y1, Y1
-	VPMADDUBSW Y1, Y9, Y1
-	VMOVDQU 64(DI), Y2
-	VPSIGNB Y8, Y2, Y2
-	VPMADDUBSW Y2, Y9, Y2
-	VMOVDQU 96(DI), Y3
-	VPSIGNB Y8, Y3, Y3
-	VPMADDUBSW Y3, Y9, Y3
-	HSUM4W
-	VMULPS X11, X0, X4
-	VMULPS (DX), X4, X4
-	VADDPS X4, X15, X15
-	VMOVDQU 0(DI)(R9*1), Y0
-	VPSIGNB Y8, Y0, Y0
-	VPMADDUBSW Y0, Y9, Y0
-	VMOVDQU 32(DI)(R9*1), Y1
-	VPSIGNB Y8, Y1, Y1
-	VPMADDUBSW Y1, Y9, Y1
-	VMOVDQU 64(DI)(R9*1), Y2
-	VPSIGNB Y8, Y2, Y2
-	VPMADDUBSW Y2, Y9, Y2
-	VMOVDQU 96(DI)(R9*1), Y3
-	VPSIGNB Y8, Y3, Y3
-	VPMADDUBSW Y3, Y9, Y3
-	HSUM4W
-	VMULPS X11, X0, X4
-	VMULPS (DX)(R10*1), X4, X4
-	VADDPS X4, X7, X7
+	Q40G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
+	Q40G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
 	ADDQ $18, SI
 	ADDQ $128, DI
 	ADDQ $32, DX
@@ -705,6 +718,44 @@ q40d8end:
 	VZEROUPPER
 	RET
 
+// q40Dot12N is q40Dot8N for three groups.
+
+// func q40Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q40Dot12N(SB), NOSPLIT, $0-80
+	CONSTS
+	NARGS
+
+q40d12row:
+	NROW(q40d12done, q40d12end)
+
+q40d12loop:
+	NIB4(2)
+	VPSUBB Y12, Y8, Y8
+	VPABSB Y8, Y9
+	SCALES
+	Q40G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
+	Q40G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
+	Q40G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), X6)
+	ADDQ $18, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q40d12loop
+
+q40d12done:
+	// Row k of the 12 goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	LEAQ (SI)(R8*4), SI
+	STORE4(X6, SI)
+	NNEXT(q40d12row)
+
+q40d12end:
+	VZEROUPPER
+	RET
+
 // func q80Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
 TEXT ·q80Dot8N(SB), NOSPLIT, $0-80
 	CONSTS
@@ -717,46 +768,8 @@ q80d8loop:
 	VMOVDQU 2(SI), Y8
 	VPABSB Y8, Y9
 	SCALES
-	VMOVDQU 0(DI), Y0
-	VPSIGNB Y8, Y0, Y0
-	VPMADDUBSW Y0, Y9, Y0
-	VPMADDWD Y13, Y0, Y0
-	VMOVDQU 32(DI), Y1
-	VPSIGNB Y8, Y1, Y1
-	VPMADDUBSW Y1, Y9, Y1
-	VPMADDWD Y13, Y1, Y1
-	VMOVDQU 64(DI), Y2
-	VPSIGNB Y8, Y2, Y2
-	VPMADDUBSW Y2, Y9, Y2
-	VPMADDWD Y13, Y2, Y2
-	VMOVDQU 96(DI), Y3
-	VPSIGNB Y8, Y3, Y3
-	VPMADDUBSW Y3, Y9, Y3
-	VPMADDWD Y13, Y3, Y3
-	HSUM4
-	VMULPS (DX), X11, X4
-	VMULPS X4, X0, X4
-	VADDPS X4, X15, X15
-	VMOVDQU 0(DI)(R9*1), Y0
-	VPSIGNB Y8, Y0, Y0
-	VPMADDUBSW Y0, Y9, Y0
-	VPMADDWD Y13, Y0, Y0
-	VMOVDQU 32(DI)(R9*1), Y1
-	VPSIGNB Y8, Y1, Y1
-	VPMADDUBSW Y1, Y9, Y1
-	VPMADDWD Y13, Y1, Y1
-	VMOVDQU 64(DI)(R9*1), Y2
-	VPSIGNB Y8, Y2, Y2
-	VPMADDUBSW Y2, Y9, Y2
-	VPMADDWD Y13, Y2, Y2
-	VMOVDQU 96(DI)(R9*1), Y3
-	VPSIGNB Y8, Y3, Y3
-	VPMADDUBSW Y3, Y9, Y3
-	VPMADDWD Y13, Y3, Y3
-	HSUM4
-	VMULPS (DX)(R10*1), X11, X4
-	VMULPS X4, X0, X4
-	VADDPS X4, X7, X7
+	Q80G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
+	Q80G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
 	ADDQ $34, SI
 	ADDQ $128, DI
 	ADDQ $32, DX
@@ -772,5 +785,42 @@ q80d8done:
 	NNEXT(q80d8row)
 
 q80d8end:
+	VZEROUPPER
+	RET
+
+// q80Dot12N is q80Dot8N for three groups.
+
+// func q80Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int)
+TEXT ·q80Dot12N(SB), NOSPLIT, $0-80
+	CONSTS
+	NARGS
+
+q80d12row:
+	NROW(q80d12done, q80d12end)
+
+q80d12loop:
+	VMOVDQU 2(SI), Y8
+	VPABSB Y8, Y9
+	SCALES
+	Q80G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
+	Q80G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
+	Q80G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), X6)
+	ADDQ $34, SI
+	ADDQ $128, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ q80d12loop
+
+q80d12done:
+	// Row k of the 12 goes to dst + k·dstride.
+	LEAQ (R8)(R8*2), CX
+	STORE4(X15, R13)
+	LEAQ (R13)(R8*4), SI
+	STORE4(X7, SI)
+	LEAQ (SI)(R8*4), SI
+	STORE4(X6, SI)
+	NNEXT(q80d12row)
+
+q80d12end:
 	VZEROUPPER
 	RET

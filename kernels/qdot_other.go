@@ -47,6 +47,12 @@ func quantRowQ8(x *float32, nb int, q *byte, s *float32)                        
 func q41Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
 	panic(errNoAsm)
 }
+func q40Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
+	panic(errNoAsm)
+}
+func q80Dot12N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
+	panic(errNoAsm)
+}
 func q41Dot8N(w *byte, a *byte, s *float32, nb int, gqa int, gqs int, nw int, wstride int, dst *float32, dstride int) {
 	panic(errNoAsm)
 }
