@@ -80,52 +80,59 @@ const AttnBlockKeys = 8 * attnTile
 // running maximum, sum and unnormalised output per (head, key group). It
 // holds one block of keys after AttendBlock. Its zero value is ready to use.
 type AttnState struct {
-	m, l []float64 // [group heads × maxKeyGroups]
-	acc  []float32 // [group heads × maxKeyGroups × HeadDim]
+	groups, d int       // key groups per head, head dimension
+	m, l      []float64 // [group heads × groups]
+	acc       []float32 // [group heads × groups × d]
 }
 
-// reset sizes st for g heads of dimension d and empties heads [h0, h1).
-func (st *AttnState) reset(g, d, h0, h1 int) {
-	if cap(st.m) < g*maxKeyGroups {
-		st.m = make([]float64, g*maxKeyGroups)
-		st.l = make([]float64, g*maxKeyGroups)
+// reset sizes st for g heads of dimension d and groups key groups, and
+// empties heads [h0, h1).
+func (st *AttnState) reset(g, groups, d, h0, h1 int) {
+	st.groups, st.d = groups, d
+	n := g * groups
+	if cap(st.m) < n {
+		st.m = make([]float64, n)
+		st.l = make([]float64, n)
 	}
-	if cap(st.acc) < g*maxKeyGroups*d {
-		st.acc = make([]float32, g*maxKeyGroups*d)
+	if cap(st.acc) < n*d {
+		st.acc = make([]float32, n*d)
 	}
-	st.m, st.l, st.acc = st.m[:g*maxKeyGroups], st.l[:g*maxKeyGroups], st.acc[:g*maxKeyGroups*d]
-	for i := h0 * maxKeyGroups; i < h1*maxKeyGroups; i++ {
+	st.m, st.l, st.acc = st.m[:n], st.l[:n], st.acc[:n*d]
+	for i := st.at(h0, 0); i < st.at(h1, 0); i++ {
 		st.m[i] = math.Inf(-1)
 		st.l[i] = 0
 	}
-	clear(st.acc[h0*maxKeyGroups*d : h1*maxKeyGroups*d])
+	clear(st.acc[st.at(h0, 0)*d : st.at(h1, 0)*d])
 }
 
+// at is the index of (head h, key group grp) in m and l.
+func (st *AttnState) at(h, grp int) int { return h*st.groups + grp }
+
+// out is the unnormalised output of state i.
+func (st *AttnState) out(i int) []float32 { return st.acc[i*st.d : (i+1)*st.d] }
+
 // merge adds block state b into the running total st for heads [h0, h1)
-// and nGroups key groups: both move to the larger maximum M, so
-// l = l_st·e^(m_st−M) + l_b·e^(m_b−M), and likewise the outputs. A state
-// that saw no key (l = 0) changes nothing, and merging into an empty state
-// copies b exactly.
-func (st *AttnState) merge(b *AttnState, h0, h1, nGroups, d int) {
-	for h := h0; h < h1; h++ {
-		for grp := 0; grp < nGroups; grp++ {
-			i := h*maxKeyGroups + grp
-			if b.l[i] == 0 {
-				continue
-			}
-			acc, bacc := st.acc[i*d:(i+1)*d], b.acc[i*d:(i+1)*d]
-			if st.l[i] == 0 {
-				st.m[i], st.l[i] = b.m[i], b.l[i]
-				copy(acc, bacc)
-				continue
-			}
-			mNew := max(st.m[i], b.m[i])
-			fs, fb := math.Exp(st.m[i]-mNew), math.Exp(b.m[i]-mNew)
-			st.m[i], st.l[i] = mNew, st.l[i]*fs+b.l[i]*fb
-			ffs, ffb := float32(fs), float32(fb)
-			for j := range acc {
-				acc[j] = acc[j]*ffs + bacc[j]*ffb
-			}
+// (both reset with the same groups and dimension): both move to the larger
+// maximum M, so l = l_st·e^(m_st−M) + l_b·e^(m_b−M), and likewise the
+// outputs. A state that saw no key (l = 0) changes nothing, and merging
+// into an empty state copies b exactly.
+func (st *AttnState) merge(b *AttnState, h0, h1 int) {
+	for i := st.at(h0, 0); i < st.at(h1, 0); i++ {
+		if b.l[i] == 0 {
+			continue
+		}
+		acc, bacc := st.out(i), b.out(i)
+		if st.l[i] == 0 {
+			st.m[i], st.l[i] = b.m[i], b.l[i]
+			copy(acc, bacc)
+			continue
+		}
+		mNew := max(st.m[i], b.m[i])
+		fs, fb := math.Exp(st.m[i]-mNew), math.Exp(b.m[i]-mNew)
+		st.m[i], st.l[i] = mNew, st.l[i]*fs+b.l[i]*fb
+		ffs, ffb := float32(fs), float32(fb)
+		for j := range acc {
+			acc[j] = acc[j]*ffs + bacc[j]*ffb
 		}
 	}
 }
@@ -173,10 +180,10 @@ func Attend(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnSha
 // those heads of out are written; 0 ≤ h0 ≤ h1 ≤ Heads/KVHeads.
 func AttendHeads(out, q, keys, vals []float32, keyPos []int32, qPos int32, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups, s *AttnScratch) {
 	g, d := sh.Heads/sh.KVHeads, sh.HeadDim
-	s.total.reset(g, d, h0, h1)
+	s.total.reset(g, numGroups(groups), d, h0, h1)
 	for b := 0; b*AttnBlockKeys < len(keyPos); b++ {
 		AttendBlock(&s.block, q, keys, vals, keyPos, qPos, sh, kvh, h0, h1, b, groups, s)
-		s.total.merge(&s.block, h0, h1, numGroups(groups), d)
+		s.total.merge(&s.block, h0, h1)
 	}
 	s.total.write(out, sh, kvh, h0, h1, groups)
 }
@@ -189,9 +196,9 @@ func AttnBlocks(nKeys int) int { return (nKeys + AttnBlockKeys - 1) / AttnBlockK
 // outputs: bitwise what AttendHeads writes for the same keys.
 func AttendMerge(out []float32, blocks []AttnState, sh AttnShape, kvh, h0, h1 int, groups *KeyGroups, s *AttnScratch) {
 	g, d := sh.Heads/sh.KVHeads, sh.HeadDim
-	s.total.reset(g, d, h0, h1)
+	s.total.reset(g, numGroups(groups), d, h0, h1)
 	for b := range blocks {
-		s.total.merge(&blocks[b], h0, h1, numGroups(groups), d)
+		s.total.merge(&blocks[b], h0, h1)
 	}
 	s.total.write(out, sh, kvh, h0, h1, groups)
 }
@@ -212,7 +219,7 @@ func AttendBlock(st *AttnState, q, keys, vals []float32, keyPos []int32, qPos in
 	g := sh.Heads / sh.KVHeads
 	nGroups := numGroups(groups)
 	s.reserve(g)
-	st.reset(g, d, h0, h1)
+	st.reset(g, nGroups, d, h0, h1)
 	scale := 1 / math.Sqrt(float64(d))
 	var gscale [maxKeyGroups]float32
 	for i := 0; i < nGroups; i++ {
@@ -271,7 +278,7 @@ func AttendBlock(st *AttnState, q, keys, vals []float32, keyPos []int32, qPos in
 		for h := h0; h < h1; h++ {
 			sc := s.scores[h*attnTile : (h+1)*attnTile]
 			for grp := 0; grp < nGroups; grp++ {
-				mOld := st.m[h*maxKeyGroups+grp]
+				mOld := st.m[st.at(h, grp)]
 				mNew := mOld
 				for j := t0; j < t1; j++ {
 					if groups != nil && int(groups.Of[j]) != grp {
@@ -284,7 +291,7 @@ func AttendBlock(st *AttnState, q, keys, vals []float32, keyPos []int32, qPos in
 				if mNew == mOld || math.IsInf(mNew, -1) {
 					continue
 				}
-				st.raiseMax(h*maxKeyGroups+grp, d, mNew)
+				st.raiseMax(st.at(h, grp), mNew)
 			}
 			// Accumulate the tile's weighted values.
 			if fast {
@@ -300,9 +307,9 @@ func AttendBlock(st *AttnState, q, keys, vals []float32, keyPos []int32, qPos in
 				if groups != nil {
 					grp = int(groups.Of[j])
 				}
-				p := math.Exp(v - st.m[h*maxKeyGroups+grp])
-				st.l[h*maxKeyGroups+grp] += p
-				axpyF32(st.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d], float32(p), vals[j*kvDim+koff:j*kvDim+koff+d])
+				p := math.Exp(v - st.m[st.at(h, grp)])
+				st.l[st.at(h, grp)] += p
+				axpyF32(st.out(st.at(h, grp)), float32(p), vals[j*kvDim+koff:j*kvDim+koff+d])
 			}
 		}
 	}
@@ -320,12 +327,12 @@ func (st *AttnState) write(out []float32, sh AttnShape, kvh, h0, h1 int, groups 
 			o[i] = 0
 		}
 		if nGroups == 1 {
-			l := st.l[h*maxKeyGroups]
+			l := st.l[st.at(h, 0)]
 			if l == 0 {
 				continue
 			}
 			inv := float32(1 / l)
-			acc := st.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
+			acc := st.out(st.at(h, 0))
 			for i := range o {
 				o[i] = acc[i] * inv
 			}
@@ -334,12 +341,12 @@ func (st *AttnState) write(out []float32, sh AttnShape, kvh, h0, h1 int, groups 
 		var z [maxKeyGroups]float64
 		zmax := math.Inf(-1)
 		for grp := 0; grp < nGroups; grp++ {
-			l := st.l[h*maxKeyGroups+grp]
+			l := st.l[st.at(h, grp)]
 			if l == 0 {
 				z[grp] = math.Inf(-1)
 				continue
 			}
-			z[grp] = float64(groups.LSEScale[grp]) * (st.m[h*maxKeyGroups+grp] + math.Log(l))
+			z[grp] = float64(groups.LSEScale[grp]) * (st.m[st.at(h, grp)] + math.Log(l))
 			zmax = max(zmax, z[grp])
 		}
 		if math.IsInf(zmax, -1) {
@@ -359,8 +366,8 @@ func (st *AttnState) write(out []float32, sh AttnShape, kvh, h0, h1 int, groups 
 				continue
 			}
 			// w_g·O_g = w_g·acc_g / l_g
-			w := float32(z[grp] / zsum / st.l[h*maxKeyGroups+grp])
-			axpyF32(o, w, st.acc[(h*maxKeyGroups+grp)*d:(h*maxKeyGroups+grp+1)*d])
+			w := float32(z[grp] / zsum / st.l[st.at(h, grp)])
+			axpyF32(o, w, st.out(st.at(h, grp)))
 		}
 	}
 }
@@ -368,12 +375,12 @@ func (st *AttnState) write(out []float32, sh AttnShape, kvh, h0, h1 int, groups 
 // raiseMax moves running state i (a head and key group) to the larger
 // maximum mNew: its sum and accumulator are rescaled by exp(m − mNew)
 // unless nothing was accumulated yet (m = −Inf).
-func (st *AttnState) raiseMax(i, d int, mNew float64) {
+func (st *AttnState) raiseMax(i int, mNew float64) {
 	if mOld := st.m[i]; !math.IsInf(mOld, -1) {
 		f := math.Exp(mOld - mNew)
 		st.l[i] *= f
 		ff := float32(f)
-		acc := st.acc[i*d : (i+1)*d]
+		acc := st.out(i)
 		for j := range acc {
 			acc[j] *= ff
 		}
@@ -411,17 +418,17 @@ func (s *AttnScratch) plainTile(st *AttnState, h int, qh, keys, vals []float32, 
 	if math.IsInf(float64(mTile), -1) {
 		return // every key of the tile is masked
 	}
-	if mNew := float64(mTile); mNew > st.m[h*maxKeyGroups] {
-		st.raiseMax(h*maxKeyGroups, d, mNew)
+	if mNew := float64(mTile); mNew > st.m[st.at(h, 0)] {
+		st.raiseMax(st.at(h, 0), mNew)
 	}
-	acc := st.acc[h*maxKeyGroups*d : (h*maxKeyGroups+1)*d]
+	acc := st.out(st.at(h, 0))
 	p := s.p[:attnTile]
 	copy(p, sc)
 	n8 := (n + 7) / 8
 	for j := n; j < 8*n8; j++ {
 		p[j] = float32(math.Inf(-1)) // numerator 0
 	}
-	st.l[h*maxKeyGroups] += float64(expSum(&p[0], n8, float32(st.m[h*maxKeyGroups])))
+	st.l[st.at(h, 0)] += float64(expSum(&p[0], n8, float32(st.m[st.at(h, 0)])))
 	axpyRows(&acc[0], d, &p[0], &vals[t0*kvDim+koff], 4*kvDim, n)
 }
 
@@ -489,7 +496,7 @@ func (s *AttnScratch) accumulateTile(st *AttnState, h int, sc, vals []float32, t
 		if groups != nil {
 			grp = int(groups.Of[j])
 		}
-		p[j-t0] = v - float32(st.m[h*maxKeyGroups+grp])
+		p[j-t0] = v - float32(st.m[st.at(h, grp)])
 	}
 	expTile(&p[0], n8)
 	// The sum of each group seen in the tile.
@@ -510,7 +517,7 @@ func (s *AttnScratch) accumulateTile(st *AttnState, h int, sc, vals []float32, t
 				pg[k] = p[k]
 			}
 		}
-		st.l[h*maxKeyGroups+grp] += float64(sumTile(&pg[0], n8))
+		st.l[st.at(h, grp)] += float64(sumTile(&pg[0], n8))
 	}
 	for j := t0; j < t1; {
 		if math.IsInf(float64(sc[j-t0]), -1) {
@@ -525,7 +532,7 @@ func (s *AttnScratch) accumulateTile(st *AttnState, h int, sc, vals []float32, t
 		for e < t1 && !math.IsInf(float64(sc[e-t0]), -1) && (groups == nil || int(groups.Of[e]) == grp) {
 			e++
 		}
-		acc := st.acc[(h*maxKeyGroups+grp)*d : (h*maxKeyGroups+grp+1)*d]
+		acc := st.out(st.at(h, grp))
 		axpyRows(&acc[0], d, &p[j-t0], &vals[j*kvDim+koff], 4*kvDim, e-j)
 		j = e
 	}

@@ -16,8 +16,8 @@ func expTile(x *float32, n8 int)
 
 // scoreKeys8 sets out[j] = q·k_j for the eight key rows k_j, k_{j+1} starting
 // kstride bytes after k_j, each of 8·n8 floats: per lane, fused multiply-adds
-// over the n8 eight-float chunks in order, then the lanes summed in HSUM's
-// order. Each out[j] is bitwise scoreKey1 of its row.
+// over the n8 eight-float chunks in order, then the lanes summed in RED's
+// order (lanes_amd64.h). Each out[j] is bitwise scoreKey1 of its row.
 //
 //go:noescape
 func scoreKeys8(k *byte, kstride int, q *float32, n8 int, out *float32)
@@ -31,7 +31,7 @@ func scoreKey1(k *byte, q *float32, n8 int) float32
 // expSum replaces x[i] by exp(x[i] − m) (the float32 difference, then
 // expTile's exp) for i < 8·n8 and returns the sum of the results: the n8
 // eight-float vectors added lane by lane in order, then the lanes summed in
-// HSUM's order. It equals sumTile of expTile's output bitwise.
+// RED's order (lanes_amd64.h). It equals sumTile of expTile's output bitwise.
 //
 //go:noescape
 func expSum(x *float32, n8 int, m float32) float32

@@ -2,21 +2,13 @@
 // a vector exp and tile sums. See attn_amd64.go for the contracts.
 
 #include "textflag.h"
+#include "lanes_amd64.h"
 
 // BCAST(bits, Y) sets every lane of Y to the float32 with these bits.
 #define BCAST(bits, Y) \
 	MOVL bits, AX \
 	VMOVD AX, X15 \
 	VPBROADCASTD X15, Y
-
-// HSUM(Y, X) leaves in the low lane of X the sum of Y's eight lanes in the
-// kernels' one order: lanes i and i+4 first, then adjacent pairs, then the
-// two pair sums. Clobbers X15.
-#define HSUM(Y, X) \
-	VEXTRACTF128 $1, Y, X15 \
-	VADDPS X15, X, X \
-	VHADDPS X, X, X \
-	VHADDPS X, X, X
 
 // func scoreKeys8(k *byte, kstride int, q *float32, n8 int, out *float32)
 TEXT ·scoreKeys8(SB), NOSPLIT, $0-40
@@ -55,7 +47,7 @@ sk8loop:
 	JNZ sk8loop
 
 sk8done:
-	// The eight HSUMs at once, in HSUM's order: P_jk holds rows j and k
+	// The eight REDs at once, in RED's order: P_jk holds rows j and k
 	// with lanes i and i+4 added, then two VHADDPS levels.
 	VPERM2F128 $0x20, Y4, Y0, Y8
 	VPERM2F128 $0x31, Y4, Y0, Y9
@@ -94,7 +86,7 @@ sk1loop:
 	JNZ sk1loop
 
 sk1done:
-	HSUM(Y0, X0)
+	RED(Y0, X0)
 	VMOVSS X0, ret+24(FP)
 	VZEROUPPER
 	RET
@@ -316,7 +308,7 @@ esloop:
 
 esdone:
 	VMOVUPS 0(SP), Y0
-	HSUM(Y0, X0)
+	RED(Y0, X0)
 	VMOVSS X0, ret+24(FP)
 	VZEROUPPER
 	RET
@@ -373,7 +365,7 @@ stloop:
 	JNZ stloop
 
 stdone:
-	HSUM(Y0, X0)
+	RED(Y0, X0)
 	VMOVSS X0, ret+16(FP)
 	VZEROUPPER
 	RET

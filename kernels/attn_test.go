@@ -378,10 +378,10 @@ func TestScaleMaxMasksScalesAndFindsTheMax(t *testing.T) {
 	}
 }
 
-// TestScoreKernelsAreOneFMAChainPerLaneThenHSUM checks scoreKey1 against
+// TestScoreKernelsAreOneFMAChainPerLaneThenLaneSum checks scoreKey1 against
 // its definition (per lane, one rounded FMA per eight-float chunk in order,
 // then hsum8) and scoreKeys8 against scoreKey1 bitwise for every row.
-func TestScoreKernelsAreOneFMAChainPerLaneThenHSUM(t *testing.T) {
+func TestScoreKernelsAreOneFMAChainPerLaneThenLaneSum(t *testing.T) {
 	if !haveAVX2() {
 		t.Skip("no AVX2")
 	}

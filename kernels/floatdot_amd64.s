@@ -6,14 +6,7 @@
 // for the contracts.
 
 #include "textflag.h"
-
-// RED(Y, X) reduces the eight lanes of Y into the low lane of X (X is Y's
-// low half); clobbers X15.
-#define RED(Y, X) \
-	VEXTRACTF128 $1, Y, X15 \
-	VADDPS X15, X, X \
-	VHADDPS X, X, X \
-	VHADDPS X, X, X
+#include "lanes_amd64.h"
 
 // PAIR(acc, a, w): acc += a·w, the product rounded first; clobbers Y11.
 #define PAIR(acc, a, w) \

@@ -136,6 +136,41 @@
 	VEXTRACTPS $2, X, (base)(R8*2) \
 	VEXTRACTPS $3, X, (base)(CX*1)
 
+// STORE8 writes X15 (rows 0–3) and X7 (rows 4–7) of one output column to
+// R13 + k·R8; STORE12 also X6 (rows 8–11). Clobber CX and SI.
+#define STORE8 \
+	LEAQ (R8)(R8*2), CX \
+	STORE4(X15, R13) \
+	LEAQ (R13)(R8*4), SI \
+	STORE4(X7, SI)
+
+#define STORE12 \
+	STORE8 \
+	LEAQ (SI)(R8*4), SI \
+	STORE4(X6, SI)
+
+// NBLOCK(wbytes, loop) moves to the next block (wbytes of weights, 128
+// bytes of quants and 32 of scales per group) and loops while blocks remain.
+#define NBLOCK(wbytes, loop) \
+	ADDQ $wbytes, SI \
+	ADDQ $128, DI \
+	ADDQ $32, DX \
+	DECQ CX \
+	JNZ loop
+
+// Q40W and Q80W unpack a Q4_0 or Q8_0 weight block (SI) into Y8 (signed)
+// and Y9 (absolute values), with its scale in X11.
+#define Q40W \
+	NIB4(2) \
+	VPSUBB Y12, Y8, Y8 \
+	VPABSB Y8, Y9 \
+	SCALES
+
+#define Q80W \
+	VMOVDQU 2(SI), Y8 \
+	VPABSB Y8, Y9 \
+	SCALES
+
 // The …DotNN kernels share their frame: NARGS loads the arguments (after
 // CONSTS, which uses AX), NROW starts weight row R11 (or jumps to end when
 // none is left; X6, X7 and X15 start at 0, and an empty row jumps to done),
@@ -631,18 +666,11 @@ q41d8loop:
 	Q41W
 	Q41G(0(DI), 32(DI), 64(DI), 96(DI), (DX), 16(DX), X15)
 	Q41G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), 16(DX)(R10*1), X7)
-	ADDQ $20, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q41d8loop
+	NBLOCK(20, q41d8loop)
 
 q41d8done:
-	// Row k of the 8 goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
+	// Row k of the eight goes to dst + k·dstride.
+	STORE8
 	NNEXT(q41d8row)
 
 q41d8end:
@@ -665,20 +693,11 @@ q41d12loop:
 	Q41G(0(DI), 32(DI), 64(DI), 96(DI), (DX), 16(DX), X15)
 	Q41G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), 16(DX)(R10*1), X7)
 	Q41G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), 16(DX)(R10*2), X6)
-	ADDQ $20, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q41d12loop
+	NBLOCK(20, q41d12loop)
 
 q41d12done:
 	// Row k of the 12 goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
-	LEAQ (SI)(R8*4), SI
-	STORE4(X6, SI)
+	STORE12
 	NNEXT(q41d12row)
 
 q41d12end:
@@ -694,24 +713,14 @@ q40d8row:
 	NROW(q40d8done, q40d8end)
 
 q40d8loop:
-	NIB4(2)
-	VPSUBB Y12, Y8, Y8
-	VPABSB Y8, Y9
-	SCALES
+	Q40W
 	Q40G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
 	Q40G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
-	ADDQ $18, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q40d8loop
+	NBLOCK(18, q40d8loop)
 
 q40d8done:
 	// Row k of the eight goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
+	STORE8
 	NNEXT(q40d8row)
 
 q40d8end:
@@ -729,27 +738,15 @@ q40d12row:
 	NROW(q40d12done, q40d12end)
 
 q40d12loop:
-	NIB4(2)
-	VPSUBB Y12, Y8, Y8
-	VPABSB Y8, Y9
-	SCALES
+	Q40W
 	Q40G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
 	Q40G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
 	Q40G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), X6)
-	ADDQ $18, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q40d12loop
+	NBLOCK(18, q40d12loop)
 
 q40d12done:
 	// Row k of the 12 goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
-	LEAQ (SI)(R8*4), SI
-	STORE4(X6, SI)
+	STORE12
 	NNEXT(q40d12row)
 
 q40d12end:
@@ -765,23 +762,14 @@ q80d8row:
 	NROW(q80d8done, q80d8end)
 
 q80d8loop:
-	VMOVDQU 2(SI), Y8
-	VPABSB Y8, Y9
-	SCALES
+	Q80W
 	Q80G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
 	Q80G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
-	ADDQ $34, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q80d8loop
+	NBLOCK(34, q80d8loop)
 
 q80d8done:
 	// Row k of the eight goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
+	STORE8
 	NNEXT(q80d8row)
 
 q80d8end:
@@ -799,26 +787,15 @@ q80d12row:
 	NROW(q80d12done, q80d12end)
 
 q80d12loop:
-	VMOVDQU 2(SI), Y8
-	VPABSB Y8, Y9
-	SCALES
+	Q80W
 	Q80G(0(DI), 32(DI), 64(DI), 96(DI), (DX), X15)
 	Q80G(0(DI)(R9*1), 32(DI)(R9*1), 64(DI)(R9*1), 96(DI)(R9*1), (DX)(R10*1), X7)
 	Q80G(0(DI)(R9*2), 32(DI)(R9*2), 64(DI)(R9*2), 96(DI)(R9*2), (DX)(R10*2), X6)
-	ADDQ $34, SI
-	ADDQ $128, DI
-	ADDQ $32, DX
-	DECQ CX
-	JNZ q80d12loop
+	NBLOCK(34, q80d12loop)
 
 q80d12done:
 	// Row k of the 12 goes to dst + k·dstride.
-	LEAQ (R8)(R8*2), CX
-	STORE4(X15, R13)
-	LEAQ (R13)(R8*4), SI
-	STORE4(X7, SI)
-	LEAQ (SI)(R8*4), SI
-	STORE4(X6, SI)
+	STORE12
 	NNEXT(q80d12row)
 
 q80d12end:
