@@ -371,6 +371,7 @@ func (f *fuser) load(l int) error {
 		dstK := f.kv.K[l][lo:hi]
 		copy(dstK, k[i])
 		copy(f.kv.V[l][lo:hi], v[i])
+		f.kv.ChangedLayer(l, f.chunkStart[i], f.chunkStart[i+1])
 		if sh := f.shifts[i]; sh.cos != nil {
 			for r := 0; r < len(dstK); r += d {
 				f.rope.Rotate(dstK[r:r+d], c.KVHeads, sh.cos, sh.sin)

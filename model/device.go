@@ -34,19 +34,21 @@ type Backend interface {
 // without CUDA support (the default; build with -tags cuda and cgo).
 var ErrNoCUDA = errors.New("model: this binary was built without CUDA support (rebuild with -tags cuda, CGO_ENABLED=1)")
 
-// OpenBackend returns the backend for device: "cpu" (the Model's own
-// kernels and forward pass, bit for bit; Close does nothing) or "cuda" / "cuda:N" (GPU N, default 0; the
-// weights are uploaded once here). A CUDA device needs a binary built with
-// the cuda tag (otherwise the error wraps ErrNoCUDA) and a working GPU.
+// OpenBackend returns the backend for device (see ParseDevice): "cpu" (the
+// Model's own kernels and forward pass, bit for bit; Close does nothing) or
+// "cuda" / "cuda:N" (GPU N, default 0; the weights are uploaded once here),
+// optionally with "+blas" (cuda only: see DeviceSpec.BLAS). A CUDA device
+// needs a binary built with the cuda tag (otherwise the error wraps
+// ErrNoCUDA) and a working GPU.
 func (m *Model) OpenBackend(device string) (Backend, error) {
-	name, ordinal, err := ParseDevice(device)
+	spec, err := ParseDevice(device)
 	if err != nil {
 		return nil, err
 	}
-	if name == "cpu" {
+	if spec.Kind == "cpu" {
 		return cpuBackend{m}, nil
 	}
-	b, err := openCUDA(m, ordinal)
+	b, err := openCUDA(m, spec)
 	if err != nil {
 		return nil, fmt.Errorf("model: device %s: %w", device, err)
 	}
@@ -214,22 +216,42 @@ func recomputeWith(m *Model, p LayerPass, all bool) ([]float32, error) {
 	return logits, nil
 }
 
-// ParseDevice splits a device name into its kind ("cpu" or "cuda") and
-// ordinal: "cpu", "cuda" (ordinal 0) or "cuda:N".
-func ParseDevice(device string) (kind string, ordinal int, err error) {
+// DeviceSpec is a parsed device name.
+type DeviceSpec struct {
+	Kind    string // "cpu" or "cuda"
+	Ordinal int    // the GPU's ordinal (cuda)
+	// BLAS ("+blas", cuda only) runs the matrix products of batches of at
+	// least BLASMinRows rows (prefill) through cuBLAS SGEMM on float32
+	// copies of the weights, dequantised at start-up: faster than the
+	// exact kernels but not bitwise the CPU's (cuBLAS picks its own
+	// summation order, and the activations are not quantised to 8 bits as
+	// the CPU's quantised products do), and it keeps a float32 copy of
+	// every weight matrix on the GPU (about 4× a Q8_0 model's size).
+	BLAS bool
+}
+
+// BLASMinRows is the batch size from which a "+blas" CUDA backend runs a
+// matrix product through cuBLAS; smaller batches (decode) keep the exact
+// quantised kernels, which read 4–8× fewer weight bytes.
+const BLASMinRows = 32
+
+// ParseDevice parses a device name: "cpu", "cuda" (ordinal 0) or "cuda:N",
+// and for cuda optionally the suffix "+blas" (e.g. "cuda:1+blas").
+func ParseDevice(device string) (DeviceSpec, error) {
+	name, blas := strings.CutSuffix(device, "+blas")
 	switch {
-	case device == "cpu":
-		return "cpu", 0, nil
-	case device == "cuda":
-		return "cuda", 0, nil
-	case strings.HasPrefix(device, "cuda:"):
-		n, err := strconv.Atoi(device[len("cuda:"):])
+	case name == "cpu" && !blas:
+		return DeviceSpec{Kind: "cpu"}, nil
+	case name == "cuda":
+		return DeviceSpec{Kind: "cuda", BLAS: blas}, nil
+	case strings.HasPrefix(name, "cuda:"):
+		n, err := strconv.Atoi(name[len("cuda:"):])
 		if err != nil || n < 0 {
-			return "", 0, fmt.Errorf("model: device %q: want cuda:N with N ≥ 0", device)
+			return DeviceSpec{}, fmt.Errorf("model: device %q: want cuda:N with N ≥ 0", device)
 		}
-		return "cuda", n, nil
+		return DeviceSpec{Kind: "cuda", Ordinal: n, BLAS: blas}, nil
 	}
-	return "", 0, fmt.Errorf("model: unknown device %q (want cpu, cuda or cuda:N)", device)
+	return DeviceSpec{}, fmt.Errorf("model: unknown device %q (want cpu, cuda or cuda:N, the last two optionally with +blas)", device)
 }
 
 // cpuBackend is the Model's own forward pass.

@@ -5,6 +5,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/blendrag/blendrag/kernels"
 	"github.com/blendrag/blendrag/kernels/cuda"
@@ -16,49 +17,75 @@ const cudaBuilt = true
 // cudaLayer is one layer's weights on the GPU.
 type cudaLayer struct {
 	attnNorm, ffnNorm          *cuda.Buffer
-	q, k, v, o, gate, up, down *cuda.Matrix
+	q, k, v, o, gate, up, down cudaWeight
+}
+
+// cudaWeight is a weight matrix on the GPU as stored in the model (exact)
+// and, for a "+blas" backend, as float32 for cuBLAS (f; nil otherwise, and
+// exact itself for float32 weights).
+type cudaWeight struct {
+	exact, f *cuda.Matrix
 }
 
 // cudaBackend runs the forward pass of a Model on a GPU with the kernels of
-// package kernels/cuda. The weights are uploaded once (OpenBackend); the KV
-// cache stays on the host: each layer's keys and values are copied to the
-// device, the fresh rows are scattered into that copy and written back to
-// the host cache. Matrix products and RMSNorm are bitwise the CPU's;
-// attention and SwiGLU round differently, so logits agree with the CPU
-// within a tolerance, not bit for bit.
+// package kernels/cuda. The weights are uploaded once (OpenBackend). The KV
+// cache's source of truth stays on the host, and the backend keeps a copy
+// of the last cache it ran on in device memory (every layer): a call
+// uploads only the rows that copy lacks or that changed since (KV's mirror
+// record: appended rows, and rows lowered by Truncate, Shift or Changed),
+// and the fresh rows a pass computes are scattered into the device copy and
+// written back to the host cache. Decoding one token over a long context
+// therefore moves one row per layer, not the whole cache. Matrix products
+// and RMSNorm are bitwise the CPU's; attention and SwiGLU round
+// differently, so logits agree with the CPU within a tolerance, not bit
+// for bit.
 type cudaBackend struct {
 	m       *Model
 	d       *cuda.Device
 	name    string
+	blas    bool // batches of ≥ BLASMinRows rows go through cuBLAS
 	rope    *cuda.RoPE
 	layers  []cudaLayer
 	outNorm *cuda.Buffer
-	output  *cuda.Matrix
+	output  cudaWeight
 
 	// Work buffers, grown on demand: rowCap computed rows, keyCap cache
 	// rows, logitCap logit rows. The live pass (generation gen) owns them.
 	rowCap, keyCap, logitCap     int
 	h, x, q, k, v, att, gate, up *cuda.Buffer
 	rowPos, selK, selV           *cuda.Buffer
-	kc, vc, keyPos, logitBuf     *cuda.Buffer
+	keyPos, logitBuf             *cuda.Buffer
 	groups                       *cuda.KeyGroups
 	gen                          uint64
+
+	// The device copy of cache mirrorKV: per layer, keys and values for
+	// cacheCap rows. mirrorKV's mirror record says which rows are current.
+	kcache, vcache []*cuda.Buffer
+	cacheCap       int
+	mirrorKV       *KV
+	// uploadedRows counts the cache rows copied to the device (per layer),
+	// for tests and benchmarks.
+	uploadedRows int64
 }
 
-// openCUDA opens GPU ordinal and uploads m's weights.
-func openCUDA(m *Model, ordinal int) (Backend, error) {
+// openCUDA opens the GPU of spec and uploads m's weights (and, for
+// spec.BLAS, their float32 copies).
+func openCUDA(m *Model, spec DeviceSpec) (Backend, error) {
 	c := m.Config
 	for i, ly := range m.Layers {
 		if ly.QBias != nil || ly.KBias != nil || ly.VBias != nil {
 			return nil, fmt.Errorf("layer %d has Q/K/V biases, which the CUDA backend does not implement: %w", i, kernels.ErrUnsupported)
 		}
 	}
-	d, err := cuda.Open(ordinal)
+	d, err := cuda.Open(spec.Ordinal)
 	if err != nil {
 		return nil, err
 	}
-	b := &cudaBackend{m: m, d: d, name: fmt.Sprintf("cuda:%d (%s)", ordinal, d.Name())}
-	up := uploader{d: d}
+	b := &cudaBackend{m: m, d: d, blas: spec.BLAS, name: fmt.Sprintf("cuda:%d (%s)", spec.Ordinal, d.Name())}
+	if spec.BLAS {
+		b.name = fmt.Sprintf("cuda:%d+blas (%s)", spec.Ordinal, d.Name())
+	}
+	up := uploader{d: d, f32: spec.BLAS}
 	b.layers = make([]cudaLayer, len(m.Layers))
 	for i := range m.Layers {
 		ly, g := &m.Layers[i], &b.layers[i]
@@ -76,19 +103,51 @@ func openCUDA(m *Model, ordinal int) (Backend, error) {
 	return b, nil
 }
 
-// uploader copies weights to the device, keeping the first error.
+// uploader copies weights to the device, keeping the first error; with
+// f32 it also uploads a float32 copy of every quantised matrix.
 type uploader struct {
 	d   *cuda.Device
+	f32 bool
 	err error
 }
 
-func (u *uploader) mat(m kernels.Matrix) *cuda.Matrix {
+func (u *uploader) mat(m kernels.Matrix) cudaWeight {
+	var w cudaWeight
 	if u.err != nil {
-		return nil
+		return w
 	}
-	var dm *cuda.Matrix
-	dm, u.err = u.d.UploadMatrix(m)
-	return dm
+	if w.exact, u.err = u.d.UploadMatrix(m); u.err != nil || !u.f32 {
+		return w
+	}
+	if m.Type == kernels.F32 {
+		w.f = w.exact
+		return w
+	}
+	f, err := dequantizeMatrix(m)
+	if err != nil {
+		u.err = err
+		return w
+	}
+	w.f, u.err = u.d.UploadMatrix(f)
+	return w
+}
+
+// matmul is dst = x·Wᵀ for n rows: through cuBLAS on w's float32 copy for
+// a "+blas" backend and n ≥ BLASMinRows, else with the exact kernel.
+func (b *cudaBackend) matmul(dst *cuda.Buffer, w cudaWeight, x *cuda.Buffer, n int) error {
+	if b.blas && n >= BLASMinRows && w.f != nil {
+		return b.d.MatMulBLAS(dst, w.f, x, n)
+	}
+	return b.d.MatMul(dst, w.exact, x, n)
+}
+
+// free frees w's matrices.
+func (w cudaWeight) free(d *cuda.Device) error {
+	err := d.FreeMatrix(w.exact)
+	if w.f != w.exact {
+		err = errors.Join(err, d.FreeMatrix(w.f))
+	}
+	return err
 }
 
 func (u *uploader) vec(v []float32) *cuda.Buffer {
@@ -105,6 +164,11 @@ func (b *cudaBackend) Device() string { return b.name }
 
 func (b *cudaBackend) Model() *Model { return b.m }
 
+// CacheUploads reports how many cache rows the backend has copied from
+// the host cache to its device copy since it opened, summed over layers.
+// Rows a pass computes itself are written on the device, not uploaded.
+func (b *cudaBackend) CacheUploads() int64 { return b.uploadedRows }
+
 // Close frees the device's weights and buffers and closes the device.
 func (b *cudaBackend) Close() error {
 	if b.d == nil {
@@ -112,13 +176,14 @@ func (b *cudaBackend) Close() error {
 	}
 	var errs []error
 	for _, g := range b.layers {
-		for _, m := range []*cuda.Matrix{g.q, g.k, g.v, g.o, g.gate, g.up, g.down} {
-			errs = append(errs, b.d.FreeMatrix(m))
+		for _, w := range []cudaWeight{g.q, g.k, g.v, g.o, g.gate, g.up, g.down} {
+			errs = append(errs, w.free(b.d))
 		}
 		errs = append(errs, b.d.Free(g.attnNorm), b.d.Free(g.ffnNorm))
 	}
-	errs = append(errs, b.d.FreeMatrix(b.output), b.d.Free(b.outNorm), b.d.FreeRoPE(b.rope))
-	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.kc, &b.vc, &b.keyPos, &b.logitBuf))
+	errs = append(errs, b.output.free(b.d), b.d.Free(b.outNorm), b.d.FreeRoPE(b.rope))
+	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.keyPos, &b.logitBuf))
+	errs = append(errs, b.freeCache())
 	errs = append(errs, b.d.FreeKeyGroups(b.groups))
 	errs = append(errs, b.d.Close())
 	b.d = nil
@@ -166,7 +231,7 @@ func (b *cudaBackend) reserve(n, keys, nLogits int) error {
 	}
 	if keys > b.keyCap {
 		b.keyCap = 0
-		if err := b.alloc([]int{keys * c.KVDim(), keys * c.KVDim(), keys}, &b.kc, &b.vc, &b.keyPos); err != nil {
+		if err := b.alloc([]int{keys}, &b.keyPos); err != nil {
 			return err
 		}
 		b.keyCap = keys
@@ -178,6 +243,70 @@ func (b *cudaBackend) reserve(n, keys, nLogits int) error {
 		}
 		b.logitCap = nLogits
 	}
+	return nil
+}
+
+// freeCache frees the device copy of the cache.
+func (b *cudaBackend) freeCache() error {
+	var errs []error
+	for l := range b.kcache {
+		errs = append(errs, b.d.Free(b.kcache[l]), b.d.Free(b.vcache[l]))
+	}
+	b.kcache, b.vcache, b.cacheCap, b.mirrorKV = nil, nil, 0, nil
+	return errors.Join(errs...)
+}
+
+// bindCache makes the device copy of the cache hold kv's rows and returns
+// kv's per-layer count of rows the copy holds up to date (all 0 when the
+// copy held another cache or had to grow). Capacity at least doubles when
+// it grows, up to the model's context length, so decoding token by token
+// reallocates rarely.
+func (b *cudaBackend) bindCache(kv *KV) ([]int, error) {
+	c := b.m.Config
+	if keys := kv.Len(); keys > b.cacheCap {
+		capRows := max(keys, min(2*b.cacheCap, c.Context), 256)
+		if err := b.freeCache(); err != nil {
+			return nil, err
+		}
+		kc, vc := make([]*cuda.Buffer, c.Layers), make([]*cuda.Buffer, c.Layers)
+		for l := range kc {
+			var err error
+			if kc[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4); err == nil {
+				vc[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4)
+			}
+			if err != nil {
+				b.kcache, b.vcache = kc, vc
+				return nil, errors.Join(fmt.Errorf("device cache of %d rows: %w", capRows, err), b.freeCache())
+			}
+		}
+		b.kcache, b.vcache, b.cacheCap = kc, vc, capRows
+	}
+	if b.mirrorKV != kv {
+		kv.mirror = kvMirror{}
+		b.mirrorKV = kv
+	}
+	return kv.claimMirror(b), nil
+}
+
+// uploadRows copies rows [lo, hi) of layer l of kv into the device copy.
+func (b *cudaBackend) uploadRows(kv *KV, l, lo, hi int) error {
+	if lo >= hi {
+		return nil
+	}
+	kd := int64(kv.KVDim)
+	off, n := int64(lo)*kd*4, int64(hi-lo)*kd*4
+	kb, err := b.kcache[l].View(off, n)
+	if err != nil {
+		return err
+	}
+	vb, err := b.vcache[l].View(off, n)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(b.d.UploadF32(kb, kv.K[l][lo*kv.KVDim:hi*kv.KVDim]), b.d.UploadF32(vb, kv.V[l][lo*kv.KVDim:hi*kv.KVDim])); err != nil {
+		return err
+	}
+	b.uploadedRows += int64(hi - lo)
 	return nil
 }
 
@@ -245,6 +374,12 @@ type cudaPass struct {
 	groups *kernels.KeyGroups
 	layer  int // layer whose cache the device holds (after QKV), or -1
 
+	// Rows [stale, Len) of layer's device copy were not current at QKV;
+	// those WriteKV writes are marked in written, and AttendMLP uploads
+	// the rest, so rows the pass computes are never uploaded.
+	stale   int
+	written []bool
+
 	hostRows, hostPos []int32
 	k, v              []float32 // fresh keys and values, [N × KVDim]
 }
@@ -274,14 +409,19 @@ func (p *cudaPass) QKV(l int) error {
 	}
 	b, c, d, g := p.b, p.b.m.Config, p.b.d, &p.b.layers[l]
 	n, keys, kd := p.N(), p.kv.Len(), c.KVDim()
+	valid, err := b.bindCache(p.kv)
+	if err != nil {
+		p.layer = -1
+		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, err)
+	}
+	p.stale = valid[l]
+	p.written = slices.Grow(p.written[:0], keys-p.stale)[:keys-p.stale]
+	clear(p.written)
 	s := steps{}
-	s.run("upload cache", func() error {
-		return errors.Join(d.UploadF32(b.kc, p.kv.K[l][:keys*kd]), d.UploadF32(b.vc, p.kv.V[l][:keys*kd]))
-	})
 	s.run("attention norm", func() error { return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps) })
-	s.run("q", func() error { return d.MatMul(b.q, g.q, b.x, n) })
-	s.run("k", func() error { return d.MatMul(b.k, g.k, b.x, n) })
-	s.run("v", func() error { return d.MatMul(b.v, g.v, b.x, n) })
+	s.run("q", func() error { return b.matmul(b.q, g.q, b.x, n) })
+	s.run("k", func() error { return b.matmul(b.k, g.k, b.x, n) })
+	s.run("v", func() error { return b.matmul(b.v, g.v, b.x, n) })
 	s.run("rope q", func() error { return d.RoPE(b.q, b.rope, b.rowPos, n, c.Heads) })
 	s.run("rope k", func() error { return d.RoPE(b.k, b.rope, b.rowPos, n, c.KVHeads) })
 	s.run("download k, v", func() error {
@@ -330,10 +470,16 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 	keys := p.kv.Len()
 	s := steps{}
 	s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
-	s.run("scatter k", func() error { return b.d.ScatterRows(b.kc, keys, b.selK, targets, kd) })
-	s.run("scatter v", func() error { return b.d.ScatterRows(b.vc, keys, b.selV, targets, kd) })
+	s.run("scatter k", func() error { return b.d.ScatterRows(b.kcache[l], keys, b.selK, targets, kd) })
+	s.run("scatter v", func() error { return b.d.ScatterRows(b.vcache[l], keys, b.selV, targets, kd) })
 	if s.err != nil {
+		p.kv.ChangedLayer(l, int(slices.Min(targets)), keys) // the device copy may be partly written
 		return fmt.Errorf("model: %s: WriteKV layer %d: %w", b.name, l, s.err)
+	}
+	for _, r := range targets {
+		if int(r) >= p.stale {
+			p.written[int(r)-p.stale] = true
+		}
 	}
 	return nil
 }
@@ -401,20 +547,51 @@ func (p *cudaPass) AttendMLP(l int) error {
 		}
 		groups = b.groups
 	}
+	if err := p.refresh(l); err != nil {
+		return fmt.Errorf("model: %s: layer %d: uploading the cache: %w", b.name, l, err)
+	}
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
 	s := steps{}
-	s.run("attention", func() error { return d.Attend(b.att, b.q, b.kc, b.vc, b.keyPos, b.rowPos, n, keys, sh, groups) })
-	s.run("output projection", func() error { return d.MatMul(b.x, g.o, b.att, n) })
+	s.run("attention", func() error {
+		return d.Attend(b.att, b.q, b.kcache[l], b.vcache[l], b.keyPos, b.rowPos, n, keys, sh, groups)
+	})
+	s.run("output projection", func() error { return b.matmul(b.x, g.o, b.att, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
 	s.run("ffn norm", func() error { return d.RMSNorm(b.x, b.h, g.ffnNorm, n, c.Dim, c.NormEps) })
-	s.run("gate", func() error { return d.MatMul(b.gate, g.gate, b.x, n) })
-	s.run("up", func() error { return d.MatMul(b.up, g.up, b.x, n) })
+	s.run("gate", func() error { return b.matmul(b.gate, g.gate, b.x, n) })
+	s.run("up", func() error { return b.matmul(b.up, g.up, b.x, n) })
 	s.run("swiglu", func() error { return d.SwiGLU(b.gate, b.gate, b.up, n*c.FFN) })
-	s.run("down", func() error { return d.MatMul(b.x, g.down, b.gate, n) })
+	s.run("down", func() error { return b.matmul(b.x, g.down, b.gate, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
 	if s.err != nil {
 		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, s.err)
 	}
+	return nil
+}
+
+// refresh uploads the rows of layer l that the device copy lacked at QKV
+// and WriteKV did not write, in runs of consecutive rows, and records the
+// layer as current. Rows the host changed since QKV (ChangedLayer, which
+// a caller must not do inside a layer's steps) are uploaded too.
+func (p *cudaPass) refresh(l int) error {
+	b, keys := p.b, p.kv.Len()
+	valid := p.kv.claimMirror(b)
+	for lo := min(valid[l], p.stale); lo < keys; {
+		if lo >= p.stale && p.written[lo-p.stale] {
+			lo++
+			continue
+		}
+		hi := lo + 1
+		for hi < keys && (hi < p.stale || !p.written[hi-p.stale]) {
+			hi++
+		}
+		if err := b.uploadRows(p.kv, l, lo, hi); err != nil {
+			valid[l] = min(valid[l], lo)
+			return err
+		}
+		lo = hi
+	}
+	valid[l] = keys
 	return nil
 }
 
@@ -460,7 +637,7 @@ func (p *cudaPass) Logits(dst []float32, sel []int) error {
 			return d.RMSNorm(x, h, b.outNorm, 1, c.Dim, c.NormEps)
 		})
 	}
-	s.run("output", func() error { return d.MatMul(b.logitBuf, b.output, b.x, len(sel)) })
+	s.run("output", func() error { return b.matmul(b.logitBuf, b.output, b.x, len(sel)) })
 	s.run("download", func() error { return d.DownloadF32(dst, b.logitBuf) })
 	if s.err != nil {
 		return fmt.Errorf("model: %s: logits: %w", b.name, s.err)

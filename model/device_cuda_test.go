@@ -5,6 +5,8 @@ package model_test
 import (
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/blendrag/blendrag/kernels"
@@ -360,4 +362,161 @@ func TestCUDAPassStepsMatchCPU(t *testing.T) {
 			compareKV(t, gpuKV, cpuKV, 0.1)
 		})
 	}
+}
+
+// TestCUDADeviceCacheFollowsHostChanges: the backend's device copy of the
+// cache is refreshed from the first row the host changed. A prefill and
+// decode steps upload nothing (the pass writes its own rows on the
+// device), nor does Truncate followed by new tokens; KV.Shift, a direct
+// write announced with ChangedLayer, a CPU recompute of some rows and
+// switching to another cache and back upload the layer's rows from the
+// first changed one on — and after each the GPU's logits equal the CPU's
+// on the same cache (F32 weights, bound 1e-4 of the largest logit), so a
+// stale device row would show.
+func TestCUDADeviceCacheFollowsHostChanges(t *testing.T) {
+	m := modeltest.New(t, modeltest.Spec{Name: "f32-gqa", Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 96, Seed: 7, Weights: kernels.F32})
+	gpu := openCUDA(t, m)
+	uploads, ok := gpu.(interface{ CacheUploads() int64 })
+	if !ok {
+		t.Fatalf("the CUDA backend does not report its cache uploads")
+	}
+	L, V := int64(m.Config.Layers), m.Config.Vocab
+	tok := func(i int) int32 { return int32((i*7919 + 13) % V) }
+	cpuKV, gpuKV := model.NewKV(m.Config), model.NewKV(m.Config)
+	// step appends token at pos on both caches and checks the logits and
+	// the rows uploaded (summed over layers) since the previous step.
+	last := int64(0)
+	step := func(what string, token, pos int32, wantRows int64) {
+		t.Helper()
+		want, err := m.Forward(cpuKV, []int32{token}, []int32{pos}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := gpu.Forward(gpuKV, []int32{token}, []int32{pos}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareLogits(t, what, got, want, V, 1e-4)
+		if n := uploads.CacheUploads() - last; n != wantRows {
+			t.Errorf("%s: %d cache rows uploaded, want %d", what, n, wantRows)
+		}
+		last = uploads.CacheUploads()
+	}
+	prompt := make([]int32, 40)
+	for i := range prompt {
+		prompt[i] = tok(i)
+	}
+	if _, err := m.Forward(cpuKV, prompt, model.Positions(0, 40), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gpu.Forward(gpuKV, prompt, model.Positions(0, 40), false); err != nil {
+		t.Fatal(err)
+	}
+	step("decode after prefill", tok(40), 40, 0)
+	step("second decode step", tok(41), 41, 0)
+
+	cpuKV.Truncate(30)
+	gpuKV.Truncate(30)
+	step("new token after Truncate", tok(99), 30, 0)
+
+	for _, kv := range []*model.KV{cpuKV, gpuKV} {
+		if err := kv.Shift(10, 20, 3, m.Config); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("after Shift of rows 10–19", tok(100), 31, (31-10)*L)
+
+	for _, kv := range []*model.KV{cpuKV, gpuKV} {
+		row := kv.K[1][5*kv.KVDim : 6*kv.KVDim]
+		for i := range row {
+			row[i] *= -0.5
+		}
+	}
+	gpuKV.ChangedLayer(1, 5, 6)
+	step("after a direct write to row 5 of layer 1", tok(101), 32, 32-5) // layer 1 alone
+	for _, kv := range []*model.KV{cpuKV, gpuKV} {
+		if _, err := m.Recompute(kv, []int{3, 4}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("after a CPU recompute of rows 3–4", tok(102), 33, (33-3)*L)
+
+	other := model.NewKV(m.Config)
+	if _, err := gpu.Forward(other, prompt[:7], model.Positions(0, 7), false); err != nil {
+		t.Fatal(err)
+	}
+	last = uploads.CacheUploads()
+	step("back on the first cache after another", tok(103), 34, int64(gpuKV.Len())*L)
+}
+
+// TestCUDABLASPrefillIsTheFloat32Forward: a "+blas" backend computes
+// prefill-size products through (cuBLAS) SGEMM on float32 copies of the
+// weights, without quantising activations — the arithmetic of the CPU
+// model loaded with F32Weights. So its prefill logits (every product a
+// batch of ≥ BLASMinRows rows, the LM head included) must match that
+// model's within the F32 bound (1e-4 of the largest logit), and not the
+// quantised CPU forward's, from which they differ by the activations'
+// 8-bit rounding. A decode step (one row) then takes the exact quantised
+// kernels; it is checked to run and to agree with the float32 model
+// within the quantised bound.
+func TestCUDABLASPrefillIsTheFloat32Forward(t *testing.T) {
+	spec := modeltest.Spec{Name: "q4_1-gqa", Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 5, Weights: kernels.Q4_1}
+	path := filepath.Join(t.TempDir(), "model.gguf")
+	if err := modeltest.Write(path, spec); err != nil {
+		t.Fatal(err)
+	}
+	load := func(o model.Options) *model.Model {
+		m, err := model.Load(path, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	m, ref := load(model.Options{Threads: 2}), load(model.Options{Threads: 2, F32Weights: true})
+	gpu, err := m.OpenBackend("cuda:0+blas")
+	if err != nil {
+		t.Fatalf("OpenBackend(cuda:0+blas): %v", err)
+	}
+	defer gpu.Close()
+	if !strings.Contains(gpu.Device(), "+blas") {
+		t.Errorf("device %q does not say +blas", gpu.Device())
+	}
+	V := m.Config.Vocab
+	tokens := make([]int32, 2*model.BLASMinRows+5)
+	for i := range tokens {
+		tokens[i] = int32((i*7919 + 13) % V)
+	}
+	pos := model.Positions(0, len(tokens))
+	refKV, gpuKV, qKV := model.NewKV(ref.Config), model.NewKV(m.Config), model.NewKV(m.Config)
+	want, err := ref.Forward(refKV, tokens, pos, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := gpu.Forward(gpuKV, tokens, pos, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareLogits(t, "+blas prefill vs the float32 CPU model", got, want, V, 1e-4)
+	quant, err := m.Forward(qKV, tokens, pos, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apart float64
+	for i := range quant {
+		apart = max(apart, math.Abs(float64(quant[i]-want[i])))
+	}
+	t.Logf("the quantised CPU forward is %g from the float32 one", apart)
+	if apart < 1e-3 {
+		t.Fatalf("the quantised and float32 forwards differ by only %g: this test cannot tell them apart", apart)
+	}
+
+	next, npos := []int32{9}, []int32{int32(len(tokens))}
+	if want, err = ref.Forward(refKV, next, npos, false); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = gpu.Forward(gpuKV, next, npos, false); err != nil {
+		t.Fatal(err)
+	}
+	compareLogits(t, "+blas decode step (exact kernels) vs the float32 CPU model", got, want, V, 1e-2)
 }

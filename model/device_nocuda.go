@@ -3,7 +3,7 @@
 package model
 
 // openCUDA is the stub of builds without the cuda tag (or without cgo).
-func openCUDA(*Model, int) (Backend, error) { return nil, ErrNoCUDA }
+func openCUDA(*Model, DeviceSpec) (Backend, error) { return nil, ErrNoCUDA }
 
 // cudaBuilt reports whether this build includes the CUDA backend.
 const cudaBuilt = false

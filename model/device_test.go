@@ -7,23 +7,27 @@ import (
 
 func TestParseDeviceAcceptsCPUAndCUDAOrdinals(t *testing.T) {
 	for _, c := range []struct {
-		in      string
-		kind    string
-		ordinal int
-		ok      bool
+		in   string
+		want DeviceSpec
+		ok   bool
 	}{
-		{"cpu", "cpu", 0, true},
-		{"cuda", "cuda", 0, true},
-		{"cuda:0", "cuda", 0, true},
-		{"cuda:3", "cuda", 3, true},
-		{"cuda:-1", "", 0, false},
-		{"cuda:x", "", 0, false},
-		{"gpu", "", 0, false},
-		{"", "", 0, false},
+		{"cpu", DeviceSpec{Kind: "cpu"}, true},
+		{"cuda", DeviceSpec{Kind: "cuda"}, true},
+		{"cuda:0", DeviceSpec{Kind: "cuda"}, true},
+		{"cuda:3", DeviceSpec{Kind: "cuda", Ordinal: 3}, true},
+		{"cuda+blas", DeviceSpec{Kind: "cuda", BLAS: true}, true},
+		{"cuda:2+blas", DeviceSpec{Kind: "cuda", Ordinal: 2, BLAS: true}, true},
+		{"cpu+blas", DeviceSpec{}, false},
+		{"cuda+blas+blas", DeviceSpec{}, false},
+		{"cuda:+blas", DeviceSpec{}, false},
+		{"cuda:-1", DeviceSpec{}, false},
+		{"cuda:x", DeviceSpec{}, false},
+		{"gpu", DeviceSpec{}, false},
+		{"", DeviceSpec{}, false},
 	} {
-		kind, ord, err := ParseDevice(c.in)
-		if (err == nil) != c.ok || kind != c.kind || ord != c.ordinal {
-			t.Errorf("ParseDevice(%q) = %q, %d, %v; want %q, %d, ok=%v", c.in, kind, ord, err, c.kind, c.ordinal, c.ok)
+		got, err := ParseDevice(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("ParseDevice(%q) = %+v, %v; want %+v, ok=%v", c.in, got, err, c.want, c.ok)
 		}
 	}
 }

@@ -146,6 +146,7 @@ func (p *Pass) WriteKV(l int, sel []int) {
 		r := p.Rows[i]
 		copy(p.kv.K[l][r*d:(r+1)*d], p.K[i*d:(i+1)*d])
 		copy(p.kv.V[l][r*d:(r+1)*d], p.V[i*d:(i+1)*d])
+		p.kv.ChangedLayer(l, r, r+1)
 	}
 	if sel == nil {
 		for i := range p.Rows {

@@ -15,11 +15,54 @@ import (
 // ≤ p.
 //
 // Layout: K[l] and V[l] are [Len() × KVDim] row-major float32.
+//
+// The host cache is the source of truth. A device backend may keep a copy
+// of it in device memory between calls and refresh only what changed: the
+// cache's own methods (Grow, Truncate, Shift, Append) keep that copy's
+// record up to date, and code that rewrites the keys or values of existing
+// rows directly must say so with Changed or ChangedLayer. Appending rows
+// needs no call.
 type KV struct {
 	KVDim  int
 	Tokens []int32
 	Pos    []int32
 	K, V   [][]float32
+
+	mirror kvMirror
+}
+
+// kvMirror is what a device backend's copy of a KV holds: for the backend
+// owner, rows [0, valid[l]) of layer l equal the host's. Changes to
+// existing rows lower valid; appends leave it, since valid ≤ Len.
+type kvMirror struct {
+	owner any
+	valid []int
+}
+
+// Changed records that the keys or values of rows [lo, hi) were rewritten
+// in every layer by code outside KV's methods, so that a device copy of
+// them is refreshed before its next use.
+func (kv *KV) Changed(lo, hi int) {
+	for l := range kv.mirror.valid {
+		kv.ChangedLayer(l, lo, hi)
+	}
+}
+
+// ChangedLayer is Changed for layer l alone.
+func (kv *KV) ChangedLayer(l, lo, hi int) {
+	if hi > lo && l >= 0 && l < len(kv.mirror.valid) && lo < kv.mirror.valid[l] {
+		kv.mirror.valid[l] = max(lo, 0)
+	}
+}
+
+// claimMirror makes owner the holder of kv's device copy and returns the
+// per-layer count of rows that copy holds up to date: 0 for every layer if
+// another owner (or none) held it before.
+func (kv *KV) claimMirror(owner any) []int {
+	if kv.mirror.owner != owner || len(kv.mirror.valid) != kv.Layers() {
+		kv.mirror = kvMirror{owner: owner, valid: make([]int, kv.Layers())}
+	}
+	return kv.mirror.valid
 }
 
 // NewKV returns an empty cache for a model with the given shape.
@@ -59,6 +102,7 @@ func (kv *KV) Truncate(n int) {
 	if n < 0 || n > kv.Len() {
 		panic(fmt.Sprintf("model: KV.Truncate(%d) of %d rows", n, kv.Len()))
 	}
+	kv.Changed(n, kv.Len())
 	kv.Tokens = kv.Tokens[:n]
 	kv.Pos = kv.Pos[:n]
 	for l := range kv.K {
@@ -149,5 +193,6 @@ func (kv *KV) Shift(lo, hi, delta int, c Config) error {
 	for r := lo; r < hi; r++ {
 		kv.Pos[r] += int32(delta)
 	}
+	kv.Changed(lo, hi)
 	return nil
 }

@@ -46,9 +46,10 @@ type Config struct {
 	// Threads for the embedder and exact vector search; 0 means all cores.
 	Threads int
 	// Device is the generator's compute device (model.Model.OpenBackend):
-	// "cpu" (the default when empty), "cuda" or "cuda:N" — the last two
-	// need a binary built with -tags cuda (otherwise Open fails with an
-	// error wrapping model.ErrNoCUDA).
+	// "cpu" (the default when empty), "cuda" or "cuda:N", optionally with
+	// "+blas" (model.DeviceSpec) — the CUDA ones need a binary built with
+	// -tags cuda (otherwise Open fails with an error wrapping
+	// model.ErrNoCUDA).
 	Device string
 
 	Chunking retrieval.ChunkOptions

@@ -21,7 +21,7 @@ type engineFlags struct {
 func (f *engineFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.model, "model", "", "generator GGUF (default: the default model in --models)")
 	cmd.Flags().IntVar(&f.threads, "threads", 0, "worker threads (default: all cores)")
-	cmd.Flags().StringVar(&f.device, "device", "cpu", "compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
+	cmd.Flags().StringVar(&f.device, "device", "cpu", "compute device: cpu, cuda or cuda:N, optionally cuda…+blas for cuBLAS prefill (cuda needs a binary built with -tags cuda)")
 }
 
 // load opens the generator the flags name, for a command that computes on
@@ -44,7 +44,7 @@ func (f *engineFlags) load(cmd *cobra.Command) (*model.Model, error) {
 // binary built without -tags cuda fails with an error wrapping
 // model.ErrNoCUDA. The caller closes the backend before the model.
 func (f *engineFlags) open(cmd *cobra.Command) (*model.Model, model.Backend, error) {
-	if _, _, err := model.ParseDevice(f.device); err != nil {
+	if _, err := model.ParseDevice(f.device); err != nil {
 		return nil, nil, fmt.Errorf("--device: %w", err)
 	}
 	path := f.model

@@ -39,7 +39,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.chunkTokens, "chunk-tokens", 0, "chunk size in generator tokens, 128–1024 (default 384; fixed per data directory)")
 	cmd.Flags().IntVar(&f.chunkOverlap, "chunk-overlap", 0, "tokens of overlap between consecutive chunks (fixed per data directory)")
 	cmd.Flags().BoolVarP(&f.verbose, "verbose", "v", false, "log what the service does to stderr")
-	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N (cuda needs a binary built with -tags cuda)")
+	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N, optionally cuda…+blas for cuBLAS prefill (cuda needs a binary built with -tags cuda)")
 	cmd.Flags().StringVar(&f.draftModel, "draft-model", "", "GGUF of a smaller model with the generator's tokenizer to draft for RAPID (default: the generator drafts)")
 	cmd.Flags().IntVar(&f.hotKVMB, "hot-kv-mb", 0, fmt.Sprintf("host RAM for recently used chunks' decoded KV, MiB (default %d; negative: off)", server.DefaultHotKVBytes>>20))
 }

@@ -10,8 +10,6 @@ import "C"
 import (
 	"fmt"
 	"unsafe"
-
-	"github.com/blendrag/blendrag/kernels"
 )
 
 // emulated reports whether kernels run in the CPU emulation (cudaemu).
@@ -65,7 +63,11 @@ func (*driver) launch(k kernel, gx, gy, block, shared int, a *args) error {
 	return nil
 }
 
-// sgemm is not emulated: cuBLAS is NVIDIA's library, not ours.
+// sgemm stands in for cuBLAS SGEMM (NVIDIA's library, not emulated) with a
+// plain float32 product of the same layout (emu_sgemm), so that the code
+// around MatMulBLAS — shapes, buffers, the backend's "+blas" path — runs in
+// the emulation; what cuBLAS itself computes is checked on a GPU only.
 func (*driver) sgemm(rows, cols, n int, w, x, y uintptr) error {
-	return fmt.Errorf("cuBLAS in the CPU emulation: %w", kernels.ErrUnsupported)
+	C.emu_sgemm(C.int(rows), C.int(cols), C.int(n), C.uint64_t(w), C.uint64_t(x), C.uint64_t(y))
+	return nil
 }

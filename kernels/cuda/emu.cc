@@ -228,6 +228,20 @@ void emu_copy_in(uint64_t dst, const void* src, size_t n) { std::memcpy(ptr<void
 
 void emu_copy_out(void* dst, uint64_t src, size_t n) { std::memcpy(dst, ptr<const void*>(src), n); }
 
+void emu_sgemm(int rows, int cols, int n, uint64_t w, uint64_t x, uint64_t y) {
+    const float* W = ptr<const float*>(w);
+    const float* X = ptr<const float*>(x);
+    float* Y = ptr<float*>(y);
+    for (int i = 0; i < n; i++)
+        for (int o = 0; o < rows; o++) {
+            float acc = 0.0f;
+            for (int k = 0; k < cols; k++) {
+                volatile float p = W[(size_t)o * cols + k] * X[(size_t)i * cols + k];
+                acc += p;
+            }
+            Y[(size_t)i * rows + o] = acc;
+        }
+}
 void fiber_main();
 
 int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) {

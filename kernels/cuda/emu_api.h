@@ -20,6 +20,11 @@ void emu_copy_out(void* dst, uint64_t src, size_t n);
 // for an unknown kernel or a block size that is not a multiple of 32, -2
 // for a deadlock (a barrier that some thread of a block never reaches).
 int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args);
+// emu_sgemm stands in for the one cuBLAS call the backend makes
+// (driver.sgemm): y[i*rows + o] = sum_k w[o*cols + k] * x[i*cols + k] for
+// o < rows, i < n — W row-major (rows x cols), x and y row-major by batch
+// row. Products are rounded, then summed in k order in float32.
+void emu_sgemm(int rows, int cols, int n, uint64_t w, uint64_t x, uint64_t y);
 
 #ifdef __cplusplus
 }
