@@ -32,12 +32,15 @@ const (
 	kAdd
 	kAttendSplit
 	kAttendCombine
+	kAttendCombineGroups
+	kAttendTile
 	numKernels
 )
 
 // kernelNames are the kernels' names in kernels.cu, by kernel.
 var kernelNames = [numKernels]string{"quant_q8", "mm_q4_1", "mm_q8_0", "mm_f32", "mm_f16",
-	"rmsnorm", "rope", "attend", "scatter_rows", "swiglu", "add_f32", "attend_split", "attend_combine"}
+	"rmsnorm", "rope", "attend", "scatter_rows", "swiglu", "add_f32", "attend_split", "attend_combine",
+	"attend_combine_groups", "attend_tile"}
 
 // Device is one GPU with blendrag's kernels loaded. Its methods serialise on
 // a mutex and bind the device's context to the calling OS thread for the

@@ -155,6 +155,7 @@ __half __float2half_rn(float f) {
 }
 
 int min(int a, int b) { return a < b ? a : b; }
+int max(int a, int b) { return a > b ? a : b; }
 
 }  // namespace
 
@@ -203,11 +204,21 @@ bool run(int k, const uint64_t* a) {
     case 10: add_f32(ptr<float*>(a[0]), ptr<const float*>(a[1]), (long long)a[2]); return true;
     case 11:
         attend_split(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]),
-                     ptr<const int*>(a[4]), ptr<const int*>(a[5]), i32(a[6]), i32(a[7]), i32(a[8]), i32(a[9]),
-                     i32(a[10]), f32arg(a[11]), i32(a[12]));
+                     ptr<const int*>(a[4]), ptr<const int*>(a[5]), ptr<const unsigned char*>(a[6]),
+                     ptr<const float*>(a[7]), ptr<const int*>(a[8]), i32(a[9]), i32(a[10]), i32(a[11]), i32(a[12]),
+                     i32(a[13]), f32arg(a[14]), i32(a[15]));
         return true;
     case 12:
         attend_combine(ptr<float*>(a[0]), ptr<const float*>(a[1]), i32(a[2]), i32(a[3]), i32(a[4]), i32(a[5]));
+        return true;
+    case 13:
+        attend_combine_groups(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const int*>(a[2]), ptr<const float*>(a[3]),
+                              i32(a[4]), i32(a[5]), i32(a[6]), i32(a[7]), i32(a[8]));
+        return true;
+    case 14:
+        attend_tile(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]),
+                    ptr<const int*>(a[4]), ptr<const int*>(a[5]), i32(a[6]), i32(a[7]), i32(a[8]), i32(a[9]),
+                    i32(a[10]), f32arg(a[11]), i32(a[12]));
         return true;
     }
     return false;
@@ -228,6 +239,8 @@ void emu_copy_in(uint64_t dst, const void* src, size_t n) { std::memcpy(ptr<void
 
 void emu_copy_out(void* dst, uint64_t src, size_t n) { std::memcpy(dst, ptr<const void*>(src), n); }
 
+void emu_copy_dd(uint64_t dst, uint64_t src, size_t n) { std::memmove(ptr<void*>(dst), ptr<const void*>(src), n); }
+
 void emu_sgemm(int rows, int cols, int n, uint64_t w, uint64_t x, uint64_t y) {
     const float* W = ptr<const float*>(w);
     const float* X = ptr<const float*>(x);
@@ -242,10 +255,11 @@ void emu_sgemm(int rows, int cols, int n, uint64_t w, uint64_t x, uint64_t y) {
             Y[(size_t)i * rows + o] = acc;
         }
 }
+
 void fiber_main();
 
 int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) {
-    if (k < 0 || k > 12 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
+    if (k < 0 || k > 14 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
     std::lock_guard<std::mutex> lock(launchMu);
     while (stacks.size() < (size_t)bx) stacks.emplace_back(new char[stackBytes]);
     Launch l;

@@ -262,7 +262,9 @@ extern "C" __global__ void rope(float* x, const int* pos, int posConst, const do
 // scores by 1/(temp[g]*sqrt(headDim)); with O_g, LSE_g the softmax output
 // and log-sum-exp of group g the result is sum_g w_g*O_g with
 // w = softmax_g(lse[g]*LSE_g). groupOf == null means one group with
-// temperature 1. A head that sees no key gets zeros.
+// temperature 1. A head that sees no key gets zeros. Attend takes this
+// kernel only for shapes the split path below cannot take (headDim not 32,
+// 64 or 128, or more than FA_MAXG query heads per KV head).
 //
 // q and out are [nQ x heads*headDim], keys and vals [nKeys x kvHeads*headDim].
 // scratch holds nQ*heads*nKeys floats (scores, then probabilities).
@@ -291,6 +293,37 @@ __device__ __forceinline__ double block_sum(double v, double* sh) {
     double s = 0.0;
     for (int i = 0; i < ATT_THREADS / WARP; i++) s += sh[i];
     return s;
+}
+
+// lse_merge merges the softmax results of nGroups ≤ ATT_MAXG key groups as
+// kernels' AttnState.write does: group g has maximum score M[g], sum L[g]
+// (0: the group saw no key and contributes nothing) and unnormalised output
+// N[g]; LSE_g = M_g + ln L_g, z_g = lse[g]·LSE_g (double), w =
+// softmax_g(z), and the result is sum_g float32(w_g/L_g)·N_g in group
+// order, or 0 when no group saw a key.
+__device__ float lse_merge(int nGroups, const float* M, const double* L, const float* N, const float* lse) {
+    double z[ATT_MAXG];
+    double zmax = -CUDART_INF;
+    for (int g = 0; g < nGroups; g++) {
+        if (L[g] == 0.0) {
+            z[g] = -CUDART_INF;
+            continue;
+        }
+        z[g] = (double)lse[g] * ((double)M[g] + log(L[g]));
+        zmax = fmax(zmax, z[g]);
+    }
+    if (zmax == -CUDART_INF) return 0.0f;
+    double zsum = 0.0;
+    for (int g = 0; g < nGroups; g++) {
+        z[g] = z[g] == -CUDART_INF ? 0.0 : exp(z[g] - zmax);
+        zsum += z[g];
+    }
+    float res = 0.0f;
+    for (int g = 0; g < nGroups; g++) {
+        if (z[g] == 0.0) continue;
+        res = __fadd_rn(res, __fmul_rn((float)(z[g] / zsum / L[g]), N[g]));
+    }
+    return res;
 }
 
 extern "C" __global__ void attend(float* out, const float* q, const float* keys, const float* vals,
@@ -384,60 +417,73 @@ extern "C" __global__ void attend(float* out, const float* q, const float* keys,
         *o = l == 0.0 ? 0.0f : __fmul_rn(acc[0], (float)(1.0 / l));
         return;
     }
-    double z[ATT_MAXG];
-    double zmax = -CUDART_INF;
-    for (int g = 0; g < nGroups; g++) {
-        double l = gsum[g];
-        if (l == 0.0) { z[g] = -CUDART_INF; continue; }
-        z[g] = (double)lse[g] * ((double)gmax[g] + log(l));
-        zmax = fmax(zmax, z[g]);
-    }
-    if (zmax == -CUDART_INF) { *o = 0.0f; return; }
-    double zsum = 0.0;
-    for (int g = 0; g < nGroups; g++) {
-        z[g] = z[g] == -CUDART_INF ? 0.0 : exp(z[g] - zmax);
-        zsum += z[g];
-    }
-    float res = 0.0f;
-    for (int g = 0; g < nGroups; g++) {
-        if (z[g] == 0.0) continue;
-        float wgt = (float)(z[g] / zsum / gsum[g]);
-        res = __fadd_rn(res, __fmul_rn(wgt, acc[g]));
-    }
-    *o = res;
+    *o = lse_merge(nGroups, gmax, gsum, acc, lse);
 }
 
 // ---------------------------------------------------------------------------
-// Attention without key groups, split over keys (flash-decoding): the path
-// Attend takes when there are no APE groups. Warp w of a block takes query
-// row blockIdx.x*FA_WARPS + w and every query head of KV head
-// blockIdx.y / nSplit (GQA: the group's G heads share each key and value
-// read), over keys [sp*FA_SPLIT, (sp+1)*FA_SPLIT) with sp = blockIdx.y %
-// nSplit. Lane l owns dimensions l, l+32, ... of the head, so each key and
-// value row is read coalesced. It keeps an online softmax per head (running
-// max m, sum l, unnormalised output acc) and writes them to part, laid out
-// [nQ][heads][nSplit][headDim + 2] (acc, then m, then l); attend_combine
-// merges the splits. Memory is linear in nQ·nKeys/FA_SPLIT, and how keys are
-// split depends on nKeys alone, so a row's result does not depend on the
-// other rows computed with it. Needs headDim = 32·nd with nd ≤ FA_MAXD and
-// heads/kvHeads ≤ FA_MAXG.
+// Attention split over keys (flash-decoding): the path Attend takes for
+// headDim = 32·nd (nd ≤ FA_MAXD) and heads/kvHeads ≤ FA_MAXG, with or
+// without APE key groups. The keys are cut into splits of FA_SPLIT keys
+// ([sp*FA_SPLIT, (sp+1)*FA_SPLIT) ∩ [0, nKeys)); each (query row, head,
+// partial) gets its own online softmax state, written to part and merged by
+// attend_combine (no groups) or attend_combine_groups (groups).
+//
+// Partials. Without groups (pairs == null) partial i is split i (nPart =
+// nSplit). With groups, partial i is the pair (split, group) pairs[i] =
+// split<<FA_GBITS | group: the keys of that split in that group, scored
+// with scale 1/(temp[group]*sqrt(headDim)) (computed in double, rounded to
+// float32, as kernels.AttendBlock does). The host lists only the pairs that
+// hold a key, ordered by group, then split (KeyGroups.pairs), so the scratch
+// stays linear in nKeys/FA_SPLIT + nGroups, not nKeys.
+//
+// part is laid out [nQ][heads][nPart][headDim + 2]: the unnormalised output
+// acc, then the running maximum m (−inf: the partial saw no key), then the
+// sum l. How keys are split and paired depends on nKeys and the groups
+// alone, never on the query rows, so a row's result does not depend on the
+// other rows computed with it.
+//
+// attend_split: warp w of a block takes query row blockIdx.x*FA_WARPS + w
+// and every query head of KV head blockIdx.y / nPart (GQA: the G heads
+// share each key and value read) over partial blockIdx.y % nPart. Lane l
+// owns dimensions l, l+32, ... of the head, so each key and value row is
+// read coalesced. A score is the lanes' partial dot products (each summed
+// over i from 0.0f) added by warp_sum's butterfly, times the scale; the
+// online softmax takes the keys one by one in index order: mn = max(m, s),
+// c = e^(m−mn), p = e^(s−mn), l = l·c + p, acc = acc·c + p·v. attend_tile
+// reproduces exactly this arithmetic (see there).
+// Launch: grid (⌈nQ/FA_WARPS⌉, kvHeads·nPart), FA_WARPS·32 threads.
 #define FA_WARPS 4
 #define FA_SPLIT 256
 #define FA_MAXG 8
 #define FA_MAXD 4
+#define FA_GBITS 3  // pairs[i] & ((1<<FA_GBITS)-1) is the group; ATT_MAXG groups fit
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = WARP / 2; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
+// group_scale is 1/(t*sqrt(headDim)) rounded to float32 as the CPU rounds
+// it: float32((1/sqrt(headDim))/t) with the quotient in double.
+__device__ __forceinline__ float group_scale(int headDim, float t) {
+    return (float)(1.0 / sqrt((double)headDim) / (double)t);
+}
+
 extern "C" __global__ void attend_split(float* part, const float* q, const float* keys, const float* vals,
-                                        const int* keyPos, const int* qPos, int nQ, int nKeys, int heads,
-                                        int kvHeads, int headDim, float scale, int nSplit) {
+                                        const int* keyPos, const int* qPos, const unsigned char* groupOf,
+                                        const float* temp, const int* pairs, int nQ, int nKeys, int heads,
+                                        int kvHeads, int headDim, float scale, int nPart) {
     int warp = threadIdx.x / WARP, lane = threadIdx.x % WARP;
     int r = blockIdx.x * FA_WARPS + warp;
     if (r >= nQ) return;
-    int kvh = blockIdx.y / nSplit, sp = blockIdx.y % nSplit;
+    int kvh = blockIdx.y / nPart, pi = blockIdx.y % nPart;
+    int sp = pi, grp = -1;
+    if (pairs) {
+        int c = pairs[pi];
+        sp = c >> FA_GBITS;
+        grp = c & ((1 << FA_GBITS) - 1);
+        scale = group_scale(headDim, temp[grp]);
+    }
     int G = heads / kvHeads, nd = headDim / WARP;
     int qDim = heads * headDim, kvDim = kvHeads * headDim;
     float qv[FA_MAXG][FA_MAXD], acc[FA_MAXG][FA_MAXD], m[FA_MAXG], l[FA_MAXG];
@@ -454,7 +500,8 @@ extern "C" __global__ void attend_split(float* part, const float* q, const float
     int qp = qPos[r];
     int j1 = min(nKeys, (sp + 1) * FA_SPLIT);
     for (int j = sp * FA_SPLIT; j < j1; j++) {
-        if (keyPos[j] > qp) continue;  // the same j for every lane
+        if (keyPos[j] > qp) continue;            // the same j for every lane
+        if (grp >= 0 && groupOf[j] != grp) continue;  // another group's key
         const float* k = keys + (long long)j * kvDim + kvh * headDim;
         const float* v = vals + (long long)j * kvDim + kvh * headDim;
         float kk[FA_MAXD], vv[FA_MAXD];
@@ -481,7 +528,7 @@ extern "C" __global__ void attend_split(float* part, const float* q, const float
 #pragma unroll
     for (int g = 0; g < FA_MAXG; g++) {
         if (g >= G) break;
-        float* o = part + (((long long)r * heads + kvh * G + g) * nSplit + sp) * (headDim + 2);
+        float* o = part + (((long long)r * heads + kvh * G + g) * nPart + pi) * (headDim + 2);
 #pragma unroll
         for (int i = 0; i < FA_MAXD; i++)
             if (i < nd) o[i * WARP + lane] = acc[g][i];
@@ -492,9 +539,11 @@ extern "C" __global__ void attend_split(float* part, const float* q, const float
     }
 }
 
-// attend_combine merges attend_split's partial results: thread (r, h, d)
-// sets out[r][h*headDim + d] = sum_s w_s acc_s[d] / sum_s w_s l_s with
-// w_s = exp(m_s - max_s m_s); a head that sees no key gets zeros.
+// attend_combine merges attend_split's (or attend_tile's) partial results
+// without groups: thread (r, h, d) sets out[r][h*headDim + d] =
+// sum_s w_s acc_s[d] / sum_s w_s l_s with w_s = exp(m_s - max_s m_s), the
+// partials in index order; a head that sees no key gets zeros.
+// Launch: ⌈nQ·heads·headDim/256⌉ blocks of 256 threads.
 extern "C" __global__ void attend_combine(float* out, const float* part, int nQ, int heads, int headDim, int nSplit) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)nQ * heads * headDim) return;
@@ -516,6 +565,186 @@ extern "C" __global__ void attend_combine(float* out, const float* part, int nQ,
         den = __fadd_rn(den, __fmul_rn(w, ps[headDim + 1]));
     }
     out[idx] = __fdiv_rn(num, den);
+}
+
+// attend_combine_groups merges attend_split's partials with APE key groups
+// (nGroups ≤ ATT_MAXG; pairs as in attend_split). Thread (r, h, d): first
+// each group g over its partials, as attend_combine does: M_g = max m_s,
+// N_g = sum_s w_s acc_s[d], L_g = sum_s w_s l_s with w_s = e^(m_s − M_g)
+// (partials that saw no key skipped). Then, as kernels' AttnState.write:
+// one group gives N_0/L_0; otherwise LSE_g = M_g + ln L_g (double),
+// z_g = lse[g]·LSE_g, w = softmax_g(z) over the groups that saw a key, and
+// out = sum_g float32(w_g/L_g)·N_g in group order. A group all of whose keys
+// are masked for the row contributes nothing; a head that sees no key gets
+// zeros.
+// Launch: ⌈nQ·heads·headDim/256⌉ blocks of 256 threads.
+extern "C" __global__ void attend_combine_groups(float* out, const float* part, const int* pairs, const float* lse,
+                                                 int nQ, int heads, int headDim, int nPart, int nGroups) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)nQ * heads * headDim) return;
+    int d = (int)(idx % headDim);
+    long long rh = idx / headDim;  // r*heads + h
+    const float* p = part + rh * nPart * (headDim + 2);
+    const int gmask = (1 << FA_GBITS) - 1;
+    float mx[ATT_MAXG], num[ATT_MAXG], den[ATT_MAXG];
+    for (int g = 0; g < ATT_MAXG; g++) {
+        mx[g] = -CUDART_INF_F;
+        num[g] = 0.0f;
+        den[g] = 0.0f;
+    }
+    for (int s = 0; s < nPart; s++) {
+        int g = pairs[s] & gmask;
+        mx[g] = fmaxf(mx[g], p[s * (headDim + 2) + headDim]);
+    }
+    for (int s = 0; s < nPart; s++) {
+        const float* ps = p + s * (headDim + 2);
+        if (ps[headDim] == -CUDART_INF_F) continue;
+        int g = pairs[s] & gmask;
+        float w = expf(__fsub_rn(ps[headDim], mx[g]));
+        num[g] = __fadd_rn(num[g], __fmul_rn(w, ps[d]));
+        den[g] = __fadd_rn(den[g], __fmul_rn(w, ps[headDim + 1]));
+    }
+    if (nGroups == 1) {
+        out[idx] = mx[0] == -CUDART_INF_F ? 0.0f : __fdiv_rn(num[0], den[0]);
+        return;
+    }
+    double l[ATT_MAXG];  // > 0 exactly when the group saw a key (its top partial adds e^0·l ≥ 1)
+    for (int g = 0; g < nGroups; g++) l[g] = (double)den[g];
+    out[idx] = lse_merge(nGroups, mx, l, num, lse);
+}
+
+// ---------------------------------------------------------------------------
+// Tiled attention for many query rows (prefill), without key groups: the
+// partial states of attend_split, bitwise, computed with each key and value
+// read once per block instead of once per query row. Attend takes it for
+// nQ ≥ FT_MIN_ROWS (Go: ftMinRows), headDim 32 or 64 and G = heads/kvHeads
+// ≤ FA_MAXG; attend_combine then merges the partials as usual, so whether a
+// call takes attend_tile or attend_split never changes a bit of the result.
+//
+// Block (x, y): KV head kvh = y / nSplit, split sp = y % nSplit, query rows
+// [x·R, (x+1)·R) with R = FT_THREADS / G; thread t owns row x·R + t/G, head
+// kvh·G + t%G (threads R·G .. FT_THREADS−1 and rows ≥ nQ only help load).
+// The split's keys are taken in tiles of FT_TILE: the block stages the
+// tile's positions, keys and values (FT_TILE × headDim each, 16 KiB for
+// headDim 64) in shared memory, then every thread runs attend_split's
+// online softmax over the tile's keys in index order for its (row, head),
+// skipping the keys it must not see. Its score is attend_split's: lane
+// partials a_l = sum_i q[32i+l]·k[32i+l] (from 0.0f) added in warp_sum's
+// butterfly order (for o = 16, 8, .., 1: a_l += a_{l+o} for l < o; the
+// butterfly leaves every lane with this value since float addition is
+// commutative), times the scale; c, p, l and acc as there. So the state
+// written to part for (row, head, split) is bitwise attend_split's.
+//
+// A tile no row of the block can see (min key position > max query
+// position) is skipped without loading it: every thread would have skipped
+// each of its keys, so the states are the same. The tiles and their order
+// depend on nKeys alone, so a row's result does not depend on the rows that
+// share its block.
+// Launch: grid (⌈nQ/R⌉, kvHeads·nSplit), FT_THREADS threads; static shared
+// memory 2·FT_TILE·64 floats + FT_TILE + 1 ints (16.1 KiB).
+#define FT_THREADS 128
+#define FT_TILE 32
+#define FT_MAXND 2  // headDim ≤ 64
+#define FT_MIN_ROWS 64
+
+template <int ND>
+__device__ void attend_tile_nd(float* part, const float* q, const float* keys, const float* vals,
+                               const int* keyPos, const int* qPos, int nQ, int nKeys, int heads, int kvHeads,
+                               float scale, int nSplit, float* sk, float* sv, int* skp, int* smaxq) {
+    const int D = ND * WARP;
+    int t = threadIdx.x;
+    int G = heads / kvHeads, R = FT_THREADS / G;
+    int kvh = blockIdx.y / nSplit, sp = blockIdx.y % nSplit;
+    int rr = t / G, g = t % G;
+    int r = blockIdx.x * R + rr;
+    bool active = rr < R && r < nQ;
+    int qDim = heads * D, kvDim = kvHeads * D;
+    int h = kvh * G + g;
+
+    float qv[D], acc[D];
+    float m = -CUDART_INF_F, l = 0.0f;
+    int qp = 0;
+#pragma unroll
+    for (int i = 0; i < D; i++) {
+        qv[i] = active ? q[(long long)r * qDim + h * D + i] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    if (active) qp = qPos[r];
+    if (t == 0) {
+        int mq = -2147483647 - 1;
+        for (int i = 0; i < R && blockIdx.x * R + i < nQ; i++) mq = max(mq, qPos[blockIdx.x * R + i]);
+        *smaxq = mq;
+    }
+    __syncthreads();
+    int maxq = *smaxq;
+
+    int j1 = min(nKeys, (sp + 1) * FA_SPLIT);
+    for (int j0 = sp * FA_SPLIT; j0 < j1; j0 += FT_TILE) {
+        int n = min(FT_TILE, j1 - j0);
+        __syncthreads();  // the previous tile is no longer read
+        if (t < FT_TILE) skp[t] = t < n ? keyPos[j0 + t] : 2147483647;
+        __syncthreads();
+        int mink = skp[0];
+        for (int k = 1; k < FT_TILE; k++) mink = min(mink, skp[k]);
+        if (mink > maxq) continue;  // the same decision in every thread
+        for (int e = t; e < n * D; e += FT_THREADS) {
+            int jj = e / D, i = e % D;
+            long long src = (long long)(j0 + jj) * kvDim + kvh * D + i;
+            sk[e] = keys[src];
+            sv[e] = vals[src];
+        }
+        __syncthreads();
+        if (!active) continue;
+        for (int jj = 0; jj < n; jj++) {
+            if (skp[jj] > qp) continue;
+            const float* k = sk + jj * D;
+            const float* v = sv + jj * D;
+            float a[WARP];
+#pragma unroll
+            for (int ln = 0; ln < WARP; ln++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < ND; i++) s = __fadd_rn(s, __fmul_rn(qv[i * WARP + ln], k[i * WARP + ln]));
+                a[ln] = s;
+            }
+            // warp_sum's butterfly, each level's loop unrolled (constant bounds).
+#pragma unroll
+            for (int ln = 0; ln < 16; ln++) a[ln] = __fadd_rn(a[ln], a[ln + 16]);
+#pragma unroll
+            for (int ln = 0; ln < 8; ln++) a[ln] = __fadd_rn(a[ln], a[ln + 8]);
+#pragma unroll
+            for (int ln = 0; ln < 4; ln++) a[ln] = __fadd_rn(a[ln], a[ln + 4]);
+            a[0] = __fadd_rn(a[0], a[2]);
+            a[1] = __fadd_rn(a[1], a[3]);
+            a[0] = __fadd_rn(a[0], a[1]);
+            float sc = __fmul_rn(a[0], scale);
+            float mn = fmaxf(m, sc);
+            float c = expf(__fsub_rn(m, mn)), p = expf(__fsub_rn(sc, mn));
+            l = __fadd_rn(__fmul_rn(l, c), p);
+#pragma unroll
+            for (int i = 0; i < D; i++) acc[i] = __fadd_rn(__fmul_rn(acc[i], c), __fmul_rn(p, v[i]));
+            m = mn;
+        }
+    }
+    if (!active) return;
+    float* o = part + (((long long)r * heads + h) * nSplit + sp) * (D + 2);
+#pragma unroll
+    for (int i = 0; i < D; i++) o[i] = acc[i];
+    o[D] = m;
+    o[D + 1] = l;
+}
+
+extern "C" __global__ void attend_tile(float* part, const float* q, const float* keys, const float* vals,
+                                       const int* keyPos, const int* qPos, int nQ, int nKeys, int heads,
+                                       int kvHeads, int headDim, float scale, int nSplit) {
+    __shared__ float sk[FT_TILE * FT_MAXND * WARP];
+    __shared__ float sv[FT_TILE * FT_MAXND * WARP];
+    __shared__ int skp[FT_TILE];
+    __shared__ int smaxq;
+    if (headDim == WARP)
+        attend_tile_nd<1>(part, q, keys, vals, keyPos, qPos, nQ, nKeys, heads, kvHeads, scale, nSplit, sk, sv, skp, &smaxq);
+    else
+        attend_tile_nd<2>(part, q, keys, vals, keyPos, qPos, nQ, nKeys, heads, kvHeads, scale, nSplit, sk, sv, skp, &smaxq);
 }
 
 // ---------------------------------------------------------------------------

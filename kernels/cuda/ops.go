@@ -19,6 +19,10 @@ const (
 	faSplit    = 256 // FA_SPLIT
 	faMaxG     = 8   // FA_MAXG
 	faMaxD     = 4   // FA_MAXD
+	faGBits    = 3   // FA_GBITS
+	ftThreads  = 128 // FT_THREADS
+	ftMaxND    = 2   // FT_MAXND
+	ftMinRows  = 64  // FT_MIN_ROWS
 	attMaxG    = 8   // ATT_MAXG
 	maxShared  = 48 << 10
 	qk         = 32
@@ -303,6 +307,31 @@ func (d *Device) rope(x *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads int) err
 type KeyGroups struct {
 	of, temp, lse *Buffer
 	n, keys       int
+	// pairs lists the (key split, group) pairs that hold a key, as
+	// split<<faGBits | group, ordered by group, then split: the partial
+	// softmax states of attend_split with groups (see kernels.cu).
+	pairs  *Buffer
+	nPairs int
+}
+
+// groupPairs returns the (split, group) pairs of KeyGroups.pairs for the
+// group of each key: which groups occur among the keys of each faSplit-key
+// split, ordered by group, then split.
+func groupPairs(of []uint8, nGroups int) []int32 {
+	nSplit := ceilDiv(len(of), faSplit)
+	seen := make([]uint8, nSplit) // bit g: group g occurs in the split
+	for j, g := range of {
+		seen[j/faSplit] |= 1 << g
+	}
+	var pairs []int32
+	for g := range nGroups {
+		for sp, bits := range seen {
+			if bits&(1<<g) != 0 {
+				pairs = append(pairs, int32(sp<<faGBits|g))
+			}
+		}
+	}
+	return pairs
 }
 
 // UploadKeyGroups copies g (which must pass g.Validate(len(g.Of))) to the
@@ -325,6 +354,11 @@ func (d *Device) UploadKeyGroups(g *kernels.KeyGroups) (*KeyGroups, error) {
 	if err == nil {
 		kg.lse, err = d.NewF32(g.LSEScale)
 	}
+	if err == nil {
+		pairs := groupPairs(g.Of, kg.n)
+		kg.nPairs = len(pairs)
+		kg.pairs, err = d.NewI32(pairs)
+	}
 	if err != nil {
 		_ = d.FreeKeyGroups(kg)
 		return nil, fmt.Errorf("cuda: key groups: %w", err)
@@ -337,7 +371,7 @@ func (d *Device) FreeKeyGroups(g *KeyGroups) error {
 	if g == nil {
 		return nil
 	}
-	for _, b := range []*Buffer{g.of, g.temp, g.lse} {
+	for _, b := range []*Buffer{g.of, g.temp, g.lse, g.pairs} {
 		if b != nil {
 			if err := d.Free(b); err != nil {
 				return err
@@ -360,6 +394,17 @@ func (d *Device) FreeKeyGroups(g *KeyGroups) error {
 // be nil (one group, temperature 1) or APE's key groups over the nKeys keys.
 // A head that sees no key gets zeros. Results agree with the CPU within
 // rounding (not bitwise). HeadDim must divide 128.
+//
+// Kernels: for HeadDim 32, 64 or 128 and Heads/KVHeads ≤ 8, the split path
+// (flash-decoding: partial softmax states per 256-key split, and per key
+// group with g, then a merge), whose scratch is linear in
+// nQ·Heads·(⌈nKeys/256⌉ + groups)·(HeadDim+2) floats; without groups and
+// for nQ ≥ 64 (ftMinRows, a guess not yet timed on a GPU) with HeadDim 32
+// or 64, the partial states come from the tiled attend_tile, bitwise the
+// same as attend_split's. On the split path a row's result depends only on
+// its query, position and the keys, never on the other rows of the call,
+// nor on nQ. Other shapes take the one-block-per-(row, head) attend kernel,
+// whose scratch is nQ·Heads·nKeys floats.
 func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int, sh kernels.AttnShape, g *KeyGroups) error {
 	if nQ <= 0 || nKeys <= 0 || sh.Heads <= 0 || sh.KVHeads <= 0 || sh.Heads%sh.KVHeads != 0 ||
 		sh.HeadDim <= 0 || attThreads%sh.HeadDim != 0 || nQ > math.MaxInt32/sh.Heads {
@@ -383,8 +428,8 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 		}
 		nGroups, of, temp, lse = g.n, g.of, g.temp, g.lse
 	}
-	if g == nil && sh.HeadDim%32 == 0 && sh.HeadDim/32 <= faMaxD && sh.Heads/sh.KVHeads <= faMaxG {
-		return d.attendSplit(out, q, keys, vals, keyPos, qPos, nQ, nKeys, sh)
+	if sh.HeadDim%32 == 0 && sh.HeadDim/32 <= faMaxD && sh.Heads/sh.KVHeads <= faMaxG {
+		return d.attendSplit(out, q, keys, vals, keyPos, qPos, nQ, nKeys, sh, g, g == nil && useTile(nQ, sh))
 	}
 	return d.do(func() error {
 		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nKeys)*4); err != nil {
@@ -399,27 +444,60 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 	})
 }
 
-// attendSplit is Attend without key groups: attend_split's online softmax
-// over blocks of faSplit keys, then attend_combine. Its scratch holds
-// nQ·heads·⌈nKeys/faSplit⌉·(headDim+2) floats.
-func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int, sh kernels.AttnShape) error {
-	nSplit := ceilDiv(nKeys, faSplit)
-	if sh.KVHeads*nSplit > maxGridY {
+// useTile reports whether attendSplit takes attend_tile for nQ rows of
+// shape sh without key groups.
+func useTile(nQ int, sh kernels.AttnShape) bool {
+	return nQ >= ftMinRows && sh.HeadDim/32 <= ftMaxND
+}
+
+// attendSplit is Attend on the split path: partial softmax states from
+// attend_tile (tile; only without groups and for HeadDim ≤ 64) or
+// attend_split, one per (row, head, partial), then attend_combine or, with
+// groups, attend_combine_groups. The partials are the ⌈nKeys/faSplit⌉ key
+// splits, or with groups g's (split, group) pairs. Its scratch holds
+// nQ·heads·partials·(headDim+2) floats.
+func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int, sh kernels.AttnShape, g *KeyGroups, tile bool) error {
+	nPart := ceilDiv(nKeys, faSplit)
+	var of, temp, lse, pairs *Buffer
+	if g != nil {
+		nPart, of, temp, lse, pairs = g.nPairs, g.of, g.temp, g.lse, g.pairs
+	}
+	if sh.KVHeads*nPart > maxGridY {
 		return fmt.Errorf("cuda: attention over %d keys with %d KV heads: too many key blocks: %w", nKeys, sh.KVHeads, kernels.ErrShape)
+	}
+	if tile && (g != nil || sh.HeadDim/32 > ftMaxND) {
+		return fmt.Errorf("cuda: tiled attention with key groups or head dimension %d: %w", sh.HeadDim, kernels.ErrShape)
 	}
 	scale := float32(1 / math.Sqrt(float64(sh.HeadDim)))
 	return d.do(func() error {
-		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nSplit)*int64(sh.HeadDim+2)*4); err != nil {
+		if err := d.grow(&d.scores, int64(nQ)*int64(sh.Heads)*int64(nPart)*int64(sh.HeadDim+2)*4); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
 		}
-		a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).
-			i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nSplit)
-		if err := d.drv.launch(kAttendSplit, ceilDiv(nQ, faWarps), sh.KVHeads*nSplit, faWarps*32, 0, a); err != nil {
-			return fmt.Errorf("cuda: attention: %w", err)
+		if tile {
+			rows := ftThreads / (sh.Heads / sh.KVHeads)
+			a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).
+				i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nPart)
+			if err := d.drv.launch(kAttendTile, ceilDiv(nQ, rows), sh.KVHeads*nPart, ftThreads, 0, a); err != nil {
+				return fmt.Errorf("cuda: tiled attention: %w", err)
+			}
+		} else {
+			a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).buf(of).buf(temp).buf(pairs).
+				i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nPart)
+			if err := d.drv.launch(kAttendSplit, ceilDiv(nQ, faWarps), sh.KVHeads*nPart, faWarps*32, 0, a); err != nil {
+				return fmt.Errorf("cuda: attention: %w", err)
+			}
 		}
 		const threads = 256
-		c := new(args).buf(out).buf(d.scores).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nSplit)
-		if err := d.drv.launch(kAttendCombine, ceilDiv(nQ*sh.Heads*sh.HeadDim, threads), 1, threads, 0, c); err != nil {
+		blocks := ceilDiv(nQ*sh.Heads*sh.HeadDim, threads)
+		if g == nil {
+			c := new(args).buf(out).buf(d.scores).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nPart)
+			if err := d.drv.launch(kAttendCombine, blocks, 1, threads, 0, c); err != nil {
+				return fmt.Errorf("cuda: attention combine: %w", err)
+			}
+			return nil
+		}
+		c := new(args).buf(out).buf(d.scores).buf(pairs).buf(lse).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nPart).i32(g.n)
+		if err := d.drv.launch(kAttendCombineGroups, blocks, 1, threads, 0, c); err != nil {
 			return fmt.Errorf("cuda: attention combine: %w", err)
 		}
 		return nil
