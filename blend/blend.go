@@ -64,6 +64,12 @@ type Options struct {
 	// pass. The Result keeps it, and Generate, Result.Extend and Rapid
 	// decode on it.
 	Backend model.Backend
+	// ChunkIDs, when set, names each chunk of the Segments (one id per
+	// chunk, in prompt order) by what determines its cached KV — the same
+	// id must always mean the same KV for the Backend's model. A Backend
+	// with a device tier of chunk KV (model.ChunkTier) then assembles the
+	// fused context's chunk rows from it instead of uploading them.
+	ChunkIDs []string
 }
 
 // DefaultOptions returns the options of mode with the default parameters.
@@ -137,6 +143,10 @@ type Stats struct {
 	// Load is the time spent waiting on the Source; Compute the time spent
 	// computing (shifting keys included).
 	Load, Compute time.Duration
+	// DeviceHits is the number of chunks whose KV the backend's device
+	// tier held (Options.ChunkIDs, model.ChunkTier): copied within the
+	// device rather than from host memory.
+	DeviceHits int
 }
 
 // LoadPerLayer is the mean time waited on the source per layer — the
@@ -278,11 +288,15 @@ type fuser struct {
 	chunkStart []int // first context row of each chunk; chunkStart[n] = first Q row
 	shifts     []shift
 	rope       *kernels.RoPETable
+	tier       model.ChunkTier // the backend's device tier, when ChunkIDs name the chunks
 }
 
 // shift is the RoPE rotation that moves a chunk from its cached positions
-// to its place (nil cos when the chunk does not move).
-type shift struct{ cos, sin []float32 }
+// to its place by delta positions (nil cos when the chunk does not move).
+type shift struct {
+	cos, sin []float32
+	delta    int
+}
 
 func newFuser(b model.Backend, seg Segments, prefix *model.KV, src Source, opt Options, trace tracer) (*fuser, error) {
 	m := b.Model()
@@ -291,7 +305,13 @@ func newFuser(b model.Backend, seg Segments, prefix *model.KV, src Source, opt O
 	if err != nil {
 		return nil, fmt.Errorf("blend: %w", err)
 	}
+	if opt.ChunkIDs != nil && len(opt.ChunkIDs) != len(seg.Chunks) {
+		return nil, fmt.Errorf("blend: %d chunk ids for %d chunks", len(opt.ChunkIDs), len(seg.Chunks))
+	}
 	f := &fuser{m: m, b: b, src: src, opt: opt, trace: trace, kv: prefix.Clone(), rope: rope}
+	if t, ok := b.(model.ChunkTier); ok && opt.ChunkIDs != nil {
+		f.tier = t
+	}
 	np := prefix.Len()
 	next, longest := np, 0
 	for _, ch := range seg.Chunks {
@@ -301,7 +321,7 @@ func newFuser(b model.Backend, seg Segments, prefix *model.KV, src Source, opt O
 		}
 		var sh shift
 		if at != np {
-			sh = shift{make([]float32, c.HeadDim/2), make([]float32, c.HeadDim/2)}
+			sh = shift{make([]float32, c.HeadDim/2), make([]float32, c.HeadDim/2), at - np}
 			rope.CosSin(at-np, sh.cos, sh.sin)
 		}
 		f.shifts = append(f.shifts, sh)
@@ -375,6 +395,15 @@ func (f *fuser) load(l int) error {
 		if sh := f.shifts[i]; sh.cos != nil {
 			for r := 0; r < len(dstK); r += d {
 				f.rope.Rotate(dstK[r:r+d], c.KVHeads, sh.cos, sh.sin)
+			}
+		}
+		if f.tier != nil {
+			hit, err := f.tier.PlaceChunk(f.kv, l, f.chunkStart[i], f.opt.ChunkIDs[i], k[i], v[i], f.shifts[i].delta)
+			if err != nil {
+				return fmt.Errorf("blend: placing chunk %d on the device: %w", i, err)
+			}
+			if hit && l == 0 {
+				f.res.Stats.DeviceHits++
 			}
 		}
 	}

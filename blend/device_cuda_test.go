@@ -3,6 +3,7 @@
 package blend
 
 import (
+	"context"
 	"math"
 	"slices"
 	"testing"
@@ -115,4 +116,69 @@ func compareFirstLogits(t *testing.T, what string, got, want []float32, vocab in
 		t.Fatalf("%s: GPU argmax %d, CPU %d (margin %g)", what, model.Argmax(got), top, margin)
 	}
 	t.Logf("%s: max |GPU−CPU| logit %g (bound %g, largest |logit| %g)", what, worst, tol, scale)
+}
+
+// TestCUDAChunkTierAssemblesTheContextOnTheDevice: with Options.ChunkIDs,
+// the CUDA backend keeps the chunks' KV in its device tier and a second
+// fusion of the same chunks copies their rows within the device (every
+// chunk a hit) instead of uploading them — and both fusions' first-token
+// logits equal the CPU's (F32 weights, bound 1e-4 of the largest logit;
+// the device rotates the moved chunks' keys itself, within a few ulp of
+// the CPU's rotation), with the same CacheBlend rows. A tier whose budget
+// holds no chunk serves every chunk from host memory, with the same
+// logits.
+func TestCUDAChunkTierAssemblesTheContextOnTheDevice(t *testing.T) {
+	m := modeltest.New(t, modeltest.Spec{Name: "f32-gqa", Layers: 4, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Seed: 17, Weights: kernels.F32})
+	gpu, err := m.OpenBackend("cuda:0")
+	if err != nil {
+		t.Fatalf("OpenBackend(cuda:0): %v", err)
+	}
+	defer gpu.Close()
+	tier, ok := gpu.(model.ChunkTier)
+	if !ok {
+		t.Fatal("the CUDA backend has no device chunk tier")
+	}
+	f := newFixture(t, m, 29, 23, 31, 17)
+	ids := []string{"a", "b", "c"}
+	for _, opt := range []Options{DefaultOptions(ModeReuse), {Mode: ModeCacheBlend, Ratio: 0.3}, DefaultOptions(ModeAPE)} {
+		t.Run(string(opt.Mode), func(t *testing.T) {
+			want := f.prefill(t, opt)
+			opt.Backend, opt.ChunkIDs = gpu, ids
+			if err := tier.SetChunkBudget(0); err != nil { // empty
+				t.Fatal(err)
+			}
+			for round, budget := range []int64{model.DefaultChunkTierBytes, model.DefaultChunkTierBytes, 1} {
+				if err := tier.SetChunkBudget(budget); err != nil {
+					t.Fatal(err)
+				}
+				before := tier.ChunkTierStats()
+				got := f.prefill(t, opt)
+				after := tier.ChunkTierStats()
+				compareFirstLogits(t, "first token", got.Logits, want.Logits, m.Config.Vocab, 1e-4)
+				if !slices.Equal(got.Stats.Selected, want.Stats.Selected) {
+					t.Fatalf("round %d: CacheBlend selected rows %v on the GPU, %v on the CPU", round, got.Stats.Selected, want.Stats.Selected)
+				}
+				wantHits := map[int]int{0: 0, 1: len(ids), 2: 0}[round]
+				placed := int64(len(ids) * m.Config.Layers)
+				if got.Stats.DeviceHits != wantHits || after.Hits+after.Misses-before.Hits-before.Misses != placed {
+					t.Fatalf("round %d (budget %d): %d chunks from the device tier, want %d; %d placements, want %d",
+						round, budget, got.Stats.DeviceHits, wantHits, after.Hits+after.Misses-before.Hits-before.Misses, placed)
+				}
+				if budget == 1 && (after.Entries != 0 || after.Bytes != 0) {
+					t.Fatalf("a 1-byte tier holds %d entries of %d bytes", after.Entries, after.Bytes)
+				}
+			}
+		})
+	}
+	if err := tier.SetChunkBudget(model.DefaultChunkTierBytes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prefill(context.Background(), m, f.seg, f.prefix, MemorySource(f.chunks), Options{Mode: ModeReuse, Backend: gpu, ChunkIDs: ids[:2]}); err == nil {
+		t.Error("Prefill with 2 chunk ids for 3 chunks succeeded")
+	}
+	short := slices.Clone(f.chunks)
+	short[1] = f.chunks[0] // chunk "b" with another chunk's row count
+	if _, err := Prefill(context.Background(), m, f.seg, f.prefix, MemorySource(short), Options{Mode: ModeReuse, Backend: gpu, ChunkIDs: ids}); err == nil {
+		t.Error("Prefill over a chunk KV of the wrong length succeeded")
+	}
 }

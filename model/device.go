@@ -30,6 +30,39 @@ type Backend interface {
 	Close() error
 }
 
+// ChunkTier is implemented by backends that keep chunks' KV in device
+// memory across calls (the CUDA backend), so that a fused context's chunk
+// rows are copied within the device instead of from host memory.
+type ChunkTier interface {
+	// PlaceChunk says that rows [row, row+n) of layer l of kv hold chunk
+	// id's keys and values at layer l: k and v, n rows each as cached, the
+	// keys rotated by delta positions (KV.Shift's rotation). The caller
+	// writes the same rows of kv itself, as the host cache stays the
+	// source of truth; the backend fills its device copy of those rows
+	// from its tier (hit) or from k and v, which it then keeps while its
+	// budget allows. id must name the same k and v whenever it is used
+	// with this backend's model.
+	PlaceChunk(kv *KV, l, row int, id string, k, v []float32, delta int) (hit bool, err error)
+	// SetChunkBudget sets the device memory the tier may hold, in bytes;
+	// ≤ 0 turns it off and frees what it held.
+	SetChunkBudget(bytes int64) error
+	// ChunkTierStats reports the tier's use since the backend opened.
+	ChunkTierStats() ChunkTierStats
+}
+
+// ChunkTierStats is a ChunkTier's use: PlaceChunk calls served from the
+// tier (Hits) and from host memory (Misses), and what it holds now.
+type ChunkTierStats struct {
+	Hits, Misses  int64
+	Entries       int   // (chunk, layer) pairs held
+	Bytes, Budget int64 // device bytes held and allowed
+}
+
+// DefaultChunkTierBytes is the device memory a CUDA backend's chunk tier
+// may hold until SetChunkBudget says otherwise: about 22,000 rows of
+// SmolLM2-135M's K and V over its 30 layers (e.g. 43 chunks of 512 tokens).
+const DefaultChunkTierBytes = 1 << 30
+
 // ErrNoCUDA is returned by OpenBackend for a CUDA device in a binary built
 // without CUDA support (the default; build with -tags cuda and cgo).
 var ErrNoCUDA = errors.New("model: this binary was built without CUDA support (rebuild with -tags cuda, CGO_ENABLED=1)")

@@ -58,14 +58,15 @@ type cudaBackend struct {
 	groups                       *cuda.KeyGroups
 	gen                          uint64
 
-	// The device copy of cache mirrorKV: per layer, keys and values for
-	// cacheCap rows. mirrorKV's mirror record says which rows are current.
-	kcache, vcache []*cuda.Buffer
-	cacheCap       int
-	mirrorKV       *KV
+	// Device copies of the host caches used last (devCache), and the
+	// count of bindings, which orders them by use.
+	caches []*devCache
+	binds  uint64
 	// uploadedRows counts the cache rows copied to the device (per layer),
 	// for tests and benchmarks.
 	uploadedRows int64
+
+	tier chunkTier // chunks' KV kept on the device (ChunkTier)
 }
 
 // openCUDA opens the GPU of spec and uploads m's weights (and, for
@@ -81,7 +82,7 @@ func openCUDA(m *Model, spec DeviceSpec) (Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &cudaBackend{m: m, d: d, blas: spec.BLAS, name: fmt.Sprintf("cuda:%d (%s)", spec.Ordinal, d.Name())}
+	b := &cudaBackend{m: m, d: d, blas: spec.BLAS, tier: newChunkTier(DefaultChunkTierBytes), name: fmt.Sprintf("cuda:%d (%s)", spec.Ordinal, d.Name())}
 	if spec.BLAS {
 		b.name = fmt.Sprintf("cuda:%d+blas (%s)", spec.Ordinal, d.Name())
 	}
@@ -183,7 +184,12 @@ func (b *cudaBackend) Close() error {
 	}
 	errs = append(errs, b.output.free(b.d), b.d.Free(b.outNorm), b.d.FreeRoPE(b.rope))
 	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.keyPos, &b.logitBuf))
-	errs = append(errs, b.freeCache())
+	for _, dc := range b.caches {
+		errs = append(errs, dc.free(b.d))
+	}
+	b.caches = nil
+	b.tier.budget = 0
+	errs = append(errs, b.tier.evict(b.d, 0))
 	errs = append(errs, b.d.FreeKeyGroups(b.groups))
 	errs = append(errs, b.d.Close())
 	b.d = nil
@@ -243,70 +249,6 @@ func (b *cudaBackend) reserve(n, keys, nLogits int) error {
 		}
 		b.logitCap = nLogits
 	}
-	return nil
-}
-
-// freeCache frees the device copy of the cache.
-func (b *cudaBackend) freeCache() error {
-	var errs []error
-	for l := range b.kcache {
-		errs = append(errs, b.d.Free(b.kcache[l]), b.d.Free(b.vcache[l]))
-	}
-	b.kcache, b.vcache, b.cacheCap, b.mirrorKV = nil, nil, 0, nil
-	return errors.Join(errs...)
-}
-
-// bindCache makes the device copy of the cache hold kv's rows and returns
-// kv's per-layer count of rows the copy holds up to date (all 0 when the
-// copy held another cache or had to grow). Capacity at least doubles when
-// it grows, up to the model's context length, so decoding token by token
-// reallocates rarely.
-func (b *cudaBackend) bindCache(kv *KV) ([]int, error) {
-	c := b.m.Config
-	if keys := kv.Len(); keys > b.cacheCap {
-		capRows := max(keys, min(2*b.cacheCap, c.Context), 256)
-		if err := b.freeCache(); err != nil {
-			return nil, err
-		}
-		kc, vc := make([]*cuda.Buffer, c.Layers), make([]*cuda.Buffer, c.Layers)
-		for l := range kc {
-			var err error
-			if kc[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4); err == nil {
-				vc[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4)
-			}
-			if err != nil {
-				b.kcache, b.vcache = kc, vc
-				return nil, errors.Join(fmt.Errorf("device cache of %d rows: %w", capRows, err), b.freeCache())
-			}
-		}
-		b.kcache, b.vcache, b.cacheCap = kc, vc, capRows
-	}
-	if b.mirrorKV != kv {
-		kv.mirror = kvMirror{}
-		b.mirrorKV = kv
-	}
-	return kv.claimMirror(b), nil
-}
-
-// uploadRows copies rows [lo, hi) of layer l of kv into the device copy.
-func (b *cudaBackend) uploadRows(kv *KV, l, lo, hi int) error {
-	if lo >= hi {
-		return nil
-	}
-	kd := int64(kv.KVDim)
-	off, n := int64(lo)*kd*4, int64(hi-lo)*kd*4
-	kb, err := b.kcache[l].View(off, n)
-	if err != nil {
-		return err
-	}
-	vb, err := b.vcache[l].View(off, n)
-	if err != nil {
-		return err
-	}
-	if err := errors.Join(b.d.UploadF32(kb, kv.K[l][lo*kv.KVDim:hi*kv.KVDim]), b.d.UploadF32(vb, kv.V[l][lo*kv.KVDim:hi*kv.KVDim])); err != nil {
-		return err
-	}
-	b.uploadedRows += int64(hi - lo)
 	return nil
 }
 
@@ -372,13 +314,8 @@ type cudaPass struct {
 	kv     *KV
 	rows   []int
 	groups *kernels.KeyGroups
-	layer  int // layer whose cache the device holds (after QKV), or -1
-
-	// Rows [stale, Len) of layer's device copy were not current at QKV;
-	// those WriteKV writes are marked in written, and AttendMLP uploads
-	// the rest, so rows the pass computes are never uploaded.
-	stale   int
-	written []bool
+	layer  int       // layer QKV computed last, or -1
+	cache  *devCache // the device copy of kv (bound by QKV)
 
 	hostRows, hostPos []int32
 	k, v              []float32 // fresh keys and values, [N × KVDim]
@@ -402,21 +339,20 @@ func (p *cudaPass) live() error {
 }
 
 // QKV computes the fresh queries, keys and values of layer l (RoPE at the
-// rows' positions) and copies layer l of the cache to the device.
+// rows' positions) and copies them to the host (FreshK, FreshV).
 func (p *cudaPass) QKV(l int) error {
 	if err := p.live(); err != nil {
 		return err
 	}
 	b, c, d, g := p.b, p.b.m.Config, p.b.d, &p.b.layers[l]
-	n, keys, kd := p.N(), p.kv.Len(), c.KVDim()
-	valid, err := b.bindCache(p.kv)
-	if err != nil {
+	n, kd := p.N(), c.KVDim()
+	// The device copy's stale rows are uploaded in AttendMLP, after
+	// WriteKV: rows the pass computes are written there, not uploaded.
+	var err error
+	if p.cache, _, err = b.bindCache(p.kv); err != nil {
 		p.layer = -1
 		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, err)
 	}
-	p.stale = valid[l]
-	p.written = slices.Grow(p.written[:0], keys-p.stale)[:keys-p.stale]
-	clear(p.written)
 	s := steps{}
 	s.run("attention norm", func() error { return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps) })
 	s.run("q", func() error { return b.matmul(b.q, g.q, b.x, n) })
@@ -470,16 +406,15 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 	keys := p.kv.Len()
 	s := steps{}
 	s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
-	s.run("scatter k", func() error { return b.d.ScatterRows(b.kcache[l], keys, b.selK, targets, kd) })
-	s.run("scatter v", func() error { return b.d.ScatterRows(b.vcache[l], keys, b.selV, targets, kd) })
+	s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.selK, targets, kd) })
+	s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.selV, targets, kd) })
 	if s.err != nil {
 		p.kv.ChangedLayer(l, int(slices.Min(targets)), keys) // the device copy may be partly written
 		return fmt.Errorf("model: %s: WriteKV layer %d: %w", b.name, l, s.err)
 	}
+	mirror := p.kv.claimMirror(p.cache)
 	for _, r := range targets {
-		if int(r) >= p.stale {
-			p.written[int(r)-p.stale] = true
-		}
+		mirror.setCurrent(l, int(r), int(r)+1)
 	}
 	return nil
 }
@@ -553,7 +488,7 @@ func (p *cudaPass) AttendMLP(l int) error {
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
 	s := steps{}
 	s.run("attention", func() error {
-		return d.Attend(b.att, b.q, b.kcache[l], b.vcache[l], b.keyPos, b.rowPos, n, keys, sh, groups)
+		return d.Attend(b.att, b.q, p.cache.k[l], p.cache.v[l], b.keyPos, b.rowPos, n, keys, sh, groups)
 	})
 	s.run("output projection", func() error { return b.matmul(b.x, g.o, b.att, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
@@ -569,30 +504,20 @@ func (p *cudaPass) AttendMLP(l int) error {
 	return nil
 }
 
-// refresh uploads the rows of layer l that the device copy lacked at QKV
-// and WriteKV did not write, in runs of consecutive rows, and records the
-// layer as current. Rows the host changed since QKV (ChangedLayer, which
-// a caller must not do inside a layer's steps) are uploaded too.
+// refresh uploads the rows of layer l that the device copy lacks (rows
+// WriteKV wrote are current), in runs of consecutive rows, and records the
+// layer as current.
 func (p *cudaPass) refresh(l int) error {
 	b, keys := p.b, p.kv.Len()
-	valid := p.kv.claimMirror(b)
-	for lo := min(valid[l], p.stale); lo < keys; {
-		if lo >= p.stale && p.written[lo-p.stale] {
-			lo++
-			continue
-		}
-		hi := lo + 1
-		for hi < keys && (hi < p.stale || !p.written[hi-p.stale]) {
-			hi++
-		}
-		if err := b.uploadRows(p.kv, l, lo, hi); err != nil {
-			valid[l] = min(valid[l], lo)
+	mirror := p.kv.claimMirror(p.cache)
+	err := mirror.stale(l, keys, func(lo, hi int) error {
+		if err := b.uploadRows(p.cache, l, lo, hi); err != nil {
 			return err
 		}
-		lo = hi
-	}
-	valid[l] = keys
-	return nil
+		mirror.setCurrent(l, lo, hi)
+		return nil
+	})
+	return err
 }
 
 // Layer runs layer l completely: QKV, WriteKV of every row, AttendMLP.

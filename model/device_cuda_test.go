@@ -365,14 +365,15 @@ func TestCUDAPassStepsMatchCPU(t *testing.T) {
 }
 
 // TestCUDADeviceCacheFollowsHostChanges: the backend's device copy of the
-// cache is refreshed from the first row the host changed. A prefill and
+// cache is refreshed exactly where the host cache changed. A prefill and
 // decode steps upload nothing (the pass writes its own rows on the
 // device), nor does Truncate followed by new tokens; KV.Shift, a direct
-// write announced with ChangedLayer, a CPU recompute of some rows and
-// switching to another cache and back upload the layer's rows from the
-// first changed one on — and after each the GPU's logits equal the CPU's
-// on the same cache (F32 weights, bound 1e-4 of the largest logit), so a
-// stale device row would show.
+// write announced with ChangedLayer and a CPU recompute of some rows
+// upload just those rows; switching to another cache and back uploads
+// nothing, but after three others (more than the backend keeps copies of)
+// all of it — and after each the GPU's logits equal the CPU's on the same
+// cache (F32 weights, bound 1e-4 of the largest logit), so a stale device
+// row would show.
 func TestCUDADeviceCacheFollowsHostChanges(t *testing.T) {
 	m := modeltest.New(t, modeltest.Spec{Name: "f32-gqa", Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 96, Seed: 7, Weights: kernels.F32})
 	gpu := openCUDA(t, m)
@@ -424,7 +425,7 @@ func TestCUDADeviceCacheFollowsHostChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	step("after Shift of rows 10–19", tok(100), 31, (31-10)*L)
+	step("after Shift of rows 10–19", tok(100), 31, 10*L)
 
 	for _, kv := range []*model.KV{cpuKV, gpuKV} {
 		row := kv.K[1][5*kv.KVDim : 6*kv.KVDim]
@@ -433,20 +434,27 @@ func TestCUDADeviceCacheFollowsHostChanges(t *testing.T) {
 		}
 	}
 	gpuKV.ChangedLayer(1, 5, 6)
-	step("after a direct write to row 5 of layer 1", tok(101), 32, 32-5) // layer 1 alone
+	step("after a direct write to row 5 of layer 1", tok(101), 32, 1)
 	for _, kv := range []*model.KV{cpuKV, gpuKV} {
 		if _, err := m.Recompute(kv, []int{3, 4}, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	step("after a CPU recompute of rows 3–4", tok(102), 33, (33-3)*L)
+	step("after a CPU recompute of rows 3–4", tok(102), 33, 2*L)
 
-	other := model.NewKV(m.Config)
-	if _, err := gpu.Forward(other, prompt[:7], model.Positions(0, 7), false); err != nil {
-		t.Fatal(err)
+	// Another cache has its own device copy: coming back uploads nothing
+	// (RAPID alternates so). Three more displace the first one's copy.
+	for i := 1; i <= 4; i++ {
+		other := model.NewKV(m.Config)
+		if _, err := gpu.Forward(other, prompt[:7], model.Positions(0, 7), false); err != nil {
+			t.Fatal(err)
+		}
+		last = uploads.CacheUploads()
+		if i == 1 {
+			step("back on the first cache after another", tok(103), 34, 0)
+		}
 	}
-	last = uploads.CacheUploads()
-	step("back on the first cache after another", tok(103), 34, int64(gpuKV.Len())*L)
+	step("back on the first cache after three others", tok(104), 35, int64(gpuKV.Len())*L)
 }
 
 // TestCUDABLASPrefillIsTheFloat32Forward: a "+blas" backend computes

@@ -32,37 +32,97 @@ type KV struct {
 }
 
 // kvMirror is what a device backend's copy of a KV holds: for the backend
-// owner, rows [0, valid[l]) of layer l equal the host's. Changes to
-// existing rows lower valid; appends leave it, since valid ≤ Len.
+// owner, row r of layer l of the copy equals the host's iff r < len(cur[l])
+// and cur[l][r]. Every row below low[l] is current (where a scan for stale
+// rows starts). Changes to existing rows clear their flags; appended rows
+// start stale, since cur[l] does not reach them.
 type kvMirror struct {
 	owner any
-	valid []int
+	cur   [][]bool
+	low   []int
 }
 
 // Changed records that the keys or values of rows [lo, hi) were rewritten
 // in every layer by code outside KV's methods, so that a device copy of
 // them is refreshed before its next use.
 func (kv *KV) Changed(lo, hi int) {
-	for l := range kv.mirror.valid {
+	for l := range kv.mirror.cur {
 		kv.ChangedLayer(l, lo, hi)
 	}
 }
 
 // ChangedLayer is Changed for layer l alone.
 func (kv *KV) ChangedLayer(l, lo, hi int) {
-	if hi > lo && l >= 0 && l < len(kv.mirror.valid) && lo < kv.mirror.valid[l] {
-		kv.mirror.valid[l] = max(lo, 0)
+	if l < 0 || l >= len(kv.mirror.cur) {
+		return
+	}
+	cur := kv.mirror.cur[l]
+	lo, hi = max(lo, 0), min(hi, len(cur))
+	if lo >= hi {
+		return
+	}
+	clear(cur[lo:hi])
+	kv.mirror.low[l] = min(kv.mirror.low[l], lo)
+}
+
+// claimMirror makes owner the holder of kv's device copy and returns its
+// record, emptied (every row stale) if another owner, or none, held it.
+func (kv *KV) claimMirror(owner any) *kvMirror {
+	if kv.mirror.owner != owner || len(kv.mirror.cur) != kv.Layers() {
+		kv.mirror = kvMirror{owner: owner, cur: make([][]bool, kv.Layers()), low: make([]int, kv.Layers())}
+	}
+	return &kv.mirror
+}
+
+// setCurrent records rows [lo, hi) of layer l of the device copy as equal
+// to the host's.
+func (m *kvMirror) setCurrent(l, lo, hi int) {
+	if lo >= hi {
+		return
+	}
+	if n := len(m.cur[l]); hi > n {
+		m.cur[l] = append(m.cur[l], make([]bool, hi-n)...)
+	}
+	cur := m.cur[l]
+	for r := max(lo, m.low[l]); r < hi; r++ { // rows below low are current
+		cur[r] = true
+	}
+	if lo <= m.low[l] {
+		r := max(m.low[l], hi)
+		for r < len(cur) && cur[r] {
+			r++
+		}
+		m.low[l] = r
 	}
 }
 
-// claimMirror makes owner the holder of kv's device copy and returns the
-// per-layer count of rows that copy holds up to date: 0 for every layer if
-// another owner (or none) held it before.
-func (kv *KV) claimMirror(owner any) []int {
-	if kv.mirror.owner != owner || len(kv.mirror.valid) != kv.Layers() {
-		kv.mirror = kvMirror{owner: owner, valid: make([]int, kv.Layers())}
+// stale calls f for each run [lo, hi) of rows below n that layer l of the
+// device copy lacks, in order, and stops at f's first error.
+func (m *kvMirror) stale(l, n int, f func(lo, hi int) error) error {
+	cur := m.cur[l]
+	for r := m.low[l]; r < n; {
+		if r < len(cur) && cur[r] {
+			r++
+			continue
+		}
+		hi := r + 1
+		for hi < n && (hi >= len(cur) || !cur[hi]) {
+			hi++
+		}
+		if err := f(r, hi); err != nil {
+			return err
+		}
+		r = hi
 	}
-	return kv.mirror.valid
+	return nil
+}
+
+// truncate forgets rows from n on.
+func (m *kvMirror) truncate(n int) {
+	for l := range m.cur {
+		m.cur[l] = m.cur[l][:min(len(m.cur[l]), n)]
+		m.low[l] = min(m.low[l], n)
+	}
 }
 
 // NewKV returns an empty cache for a model with the given shape.
@@ -102,7 +162,7 @@ func (kv *KV) Truncate(n int) {
 	if n < 0 || n > kv.Len() {
 		panic(fmt.Sprintf("model: KV.Truncate(%d) of %d rows", n, kv.Len()))
 	}
-	kv.Changed(n, kv.Len())
+	kv.mirror.truncate(n)
 	kv.Tokens = kv.Tokens[:n]
 	kv.Pos = kv.Pos[:n]
 	for l := range kv.K {

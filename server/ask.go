@@ -62,6 +62,7 @@ type Timings struct {
 	KVLoad     time.Duration `json:"kv_load_ns"`     // reading and decoding cached chunk KV (waits on the store)
 	KVMissing  int           `json:"kv_missing"`     // chunks whose KV had to be computed now
 	KVHot      int           `json:"kv_hot"`         // chunks served from the hot tier (host RAM)
+	KVDevice   int           `json:"kv_device"`      // chunks whose KV the GPU's tier held (copied within the device)
 	Recompute  time.Duration `json:"recompute_ns"`   // fusion compute (recomputed rows, question rows)
 	FirstToken time.Duration `json:"first_token_ns"` // from the request to the first token's logits
 	Decode     time.Duration `json:"decode_ns"`
@@ -195,6 +196,7 @@ func (s *Service) Ask(ctx context.Context, req AskRequest, emit func(string) err
 		return ans, fmt.Errorf("ask: %w", err)
 	}
 	ans.Timings.FirstToken = time.Since(start)
+	ans.Timings.KVDevice += res.Stats.DeviceHits
 	ans.Timings.KVLoad = res.Stats.Load
 	ans.Timings.Recompute = res.Stats.Compute
 	gopt := model.GenerateOptions{
@@ -286,6 +288,9 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 		var bsrc blend.Source
 		if src != nil {
 			bsrc = src
+			// Ids name the chunk KV the hot tier and the store hold (text,
+			// model, prefix, codec): a GPU keeps it in its device tier.
+			opt.ChunkIDs = ids
 		}
 		res, err = blend.Prefill(ctx, e.m, seg, e.prefix, bsrc, opt)
 		if ld != nil {

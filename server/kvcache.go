@@ -96,6 +96,13 @@ func (s *Service) openEngine() error {
 		m.Close()
 		return fmt.Errorf("generator: %w", err)
 	}
+	if t, ok := be.(model.ChunkTier); ok && s.cfg.DeviceKVBytes != 0 {
+		if err := t.SetChunkBudget(s.cfg.DeviceKVBytes); err != nil {
+			be.Close()
+			m.Close()
+			return fmt.Errorf("generator: device chunk tier: %w", err)
+		}
+	}
 	hot := s.cfg.HotKVBytes
 	if hot == 0 {
 		hot = DefaultHotKVBytes

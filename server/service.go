@@ -92,6 +92,12 @@ type Config struct {
 	// decoded KV of the most recently used chunks, served without reading
 	// the store (0: DefaultHotKVBytes; negative: no hot tier).
 	HotKVBytes int64
+	// DeviceKVBytes is the device memory a GPU Device keeps for its tier
+	// of chunk KV (model.ChunkTier): the most recently used chunks' KV,
+	// from which a fused context is assembled within the device (0:
+	// model.DefaultChunkTierBytes; negative: no device tier). The CPU
+	// ignores it.
+	DeviceKVBytes int64
 	// System and Instruction override the shared prefix P's texts
 	// (blend.DefaultSystem, blend.DefaultInstruction). Changing them
 	// invalidates stored chunk KV (it is recomputed under the new P).

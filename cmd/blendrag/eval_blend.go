@@ -47,6 +47,12 @@ type blendModeRecord struct {
 	// AnswerAgreement is 1 when the normalised greedy answer equals full's.
 	AnswerAgreement float64 `json:"answer_agreement"`
 	TTFTMS          float64 `json:"ttft_ms"`
+	// TTFTDeviceMS is the TTFT with the chunks' KV already in the GPU's
+	// tier (model.ChunkTier; a --device whose backend has one, modes
+	// other than full), and DeviceKL that prefill's first-token KL(full ‖
+	// mode): the context assembled on the device must be as faithful.
+	TTFTDeviceMS float64 `json:"ttft_device_ms,omitempty"`
+	DeviceKL     float64 `json:"device_kl,omitempty"`
 	// RowLayers is the number of (row, layer) pairs the prefill computed.
 	RowLayers int `json:"row_layers"`
 	// Selection describes the chunk rows CacheBlend recomputed (cacheblend
@@ -146,6 +152,12 @@ type blendModeSummary struct {
 	EM              interval `json:"em"`
 	TTFTP50MS       float64  `json:"ttft_p50_ms"`
 	TTFTP90MS       float64  `json:"ttft_p90_ms"`
+	// TTFTDeviceP50MS is the median TTFT with the chunks in the GPU's
+	// tier, SpeedupDevice median TTFT(full) over it, DeviceKL the mean
+	// first-token KL of those prefills (0 without a GPU tier).
+	TTFTDeviceP50MS float64 `json:"ttft_device_p50_ms,omitempty"`
+	SpeedupDevice   float64 `json:"speedup_device,omitempty"`
+	DeviceKL        float64 `json:"device_kl,omitempty"`
 	// SpeedupMedians is median TTFT(full) / median TTFT(mode);
 	// SpeedupMean the mean over questions of TTFT(full)/TTFT(mode).
 	SpeedupMedians float64 `json:"speedup_ratio_of_medians"`
@@ -488,6 +500,12 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 	var fullLogits []float32
 	var fullTokens []int32
 	var fullAnswer string
+	tier, _ := r.be.(model.ChunkTier)
+	ids := make([]string, len(seg.Chunks))
+	for i := range ids {
+		ids[i] = fmt.Sprintf("eval/%d/%d", idx, i) // the question's chunks, in this process
+	}
+	tierWarm := false
 	for _, mode := range r.modes { // full first
 		opt := blend.DefaultOptions(mode)
 		opt.Ratio = r.ratio
@@ -536,6 +554,27 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 		}
 		if mode == blend.ModeCacheBlend {
 			mr.Selection = newBlendSelection(seg, res.Stats.Selected)
+		}
+		if tier != nil && mode != blend.ModeFull {
+			// Again with the chunks in the GPU's tier (the first such
+			// prefill of the question puts them there, untimed).
+			opt.ChunkIDs = ids
+			if !tierWarm {
+				if _, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt); err != nil {
+					return rec, fmt.Errorf("%s prefill filling the device tier: %w", mode, err)
+				}
+				tierWarm = true
+			}
+			start := time.Now()
+			dres, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
+			if err != nil {
+				return rec, fmt.Errorf("%s prefill from the device tier: %w", mode, err)
+			}
+			mr.TTFTDeviceMS = ms(time.Since(start))
+			if dres.Stats.DeviceHits != len(seg.Chunks) {
+				return rec, fmt.Errorf("%s prefill from the device tier: %d of %d chunks were in it (its budget, model.DefaultChunkTierBytes, is too small)", mode, dres.Stats.DeviceHits, len(seg.Chunks))
+			}
+			mr.DeviceKL = blend.KL(fullLogits, dres.Logits)
 		}
 		rec.Modes[string(mode)] = mr
 	}
@@ -741,6 +780,13 @@ func summarizeBlend(dataset string, ratio float64, modes []blend.Mode, recs []bl
 				sm.SpeedupMean += fullTTFT[i] / ttft[i] / float64(len(ttft))
 			}
 		}
+		if dev := get(func(m blendModeRecord) float64 { return m.TTFTDeviceMS }); !slices.Contains(dev, 0) {
+			sm.TTFTDeviceP50MS = quantile(slices.Sorted(slices.Values(dev)), 0.5)
+			sm.SpeedupDevice = quantile(sortedFull, 0.5) / sm.TTFTDeviceP50MS
+			for _, kl := range get(func(m blendModeRecord) float64 { return m.DeviceKL }) {
+				sm.DeviceKL += kl / float64(len(recs))
+			}
+		}
 		sm.Selection = summarizeSelection(recs, name)
 		s.Modes[name] = sm
 		s.Order = append(s.Order, name)
@@ -764,6 +810,11 @@ func printBlendSummary(w io.Writer, s blendSummary) error {
 	fmt.Fprintf(tw, "no context\t\t\t\t%s\t%s\n", iv(s.NoContextF1), iv(s.NoContextEM))
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, name := range s.Order {
+		if m := s.Modes[name]; m.TTFTDeviceP50MS > 0 {
+			fmt.Fprintf(w, "%s with the chunks in the GPU tier: TTFT p50 %.1f ms, speedup (medians) %.2f×, KL %.4f\n", name, m.TTFTDeviceP50MS, m.SpeedupDevice, m.DeviceKL)
+		}
 	}
 	if _, err := fmt.Fprintf(w, "F1(full) − F1(no context) = %s (paired bootstrap); full beats no context: %v\n",
 		iv(s.FullMinusNoContext), s.FullBeatsNoContext); err != nil {

@@ -3,9 +3,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 
 	"github.com/blendrag/blendrag/kernels"
@@ -17,27 +15,14 @@ import (
 // and with η = 0 RAPID's greedy output equals the target-only output on the
 // same backend, drafts accepted or not; the record names the device.
 func TestEvalRapidOnCUDAMatchesTargetOnly(t *testing.T) {
-	dir := t.TempDir()
-	modelPath := filepath.Join(dir, "m.gguf")
-	if err := modeltest.Write(modelPath, modeltest.Spec{Layers: 2, Dim: 64, Heads: 2, KVHeads: 1, FFN: 128, Context: 512, Weights: kernels.Q8_0, Seed: 9}); err != nil {
-		t.Fatal(err)
-	}
-	dsPath, out := oneQuestionDataset(t, dir)
-	root := newRootCommand()
-	var stdout, stderr bytes.Buffer
-	root.SetOut(&stdout)
-	root.SetErr(&stderr)
-	root.SetArgs([]string{"eval", "rapid", "--dataset", dsPath, "--model", modelPath, "--device", "cuda", "--threads", "2",
-		"--context-tokens", "200", "--max-tokens", "12", "--gamma", "3", "--eta", "0", "--out", out, "--json"})
-	if err := root.Execute(); err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
+	stdout, out := runEval(t, modeltest.Spec{Layers: 2, Dim: 64, Heads: 2, KVHeads: 1, FFN: 128, Context: 512, Weights: kernels.Q8_0, Seed: 9},
+		"rapid", "--device", "cuda", "--threads", "2", "--context-tokens", "200", "--max-tokens", "12", "--gamma", "3", "--eta", "0", "--json")
 	var sum rapidEvalSummary
-	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
-		t.Fatalf("summary: %v\n%s", err, stdout.String())
+	if err := json.Unmarshal(stdout, &sum); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout)
 	}
 	if len(sum.Configs) == 0 {
-		t.Fatalf("no configurations in %s", stdout.String())
+		t.Fatalf("no configurations in %s", stdout)
 	}
 	for _, c := range sum.Configs {
 		if c.Questions != 1 || c.Same != 1 {

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/blendrag/blendrag/model"
 	"github.com/blendrag/blendrag/retrieval"
 	"github.com/blendrag/blendrag/server"
 )
@@ -30,6 +31,7 @@ type dataFlags struct {
 	noCURColumns bool   // skip the background CUR columns (benchmarks that must not compete with them)
 	device       string // the generator's compute device
 	hotKVMB      int    // the hot tier's host RAM, MiB (0: default, < 0: off)
+	deviceKVMB   int    // the GPU chunk tier's memory, MiB (0: default, < 0: off)
 	draftModel   string // RAPID's draft model GGUF ("": the generator)
 }
 
@@ -42,6 +44,7 @@ func (f *dataFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.device, "device", "cpu", "generator compute device: cpu, cuda or cuda:N, optionally cuda…+blas for cuBLAS prefill (cuda needs a binary built with -tags cuda)")
 	cmd.Flags().StringVar(&f.draftModel, "draft-model", "", "GGUF of a smaller model with the generator's tokenizer to draft for RAPID (default: the generator drafts)")
 	cmd.Flags().IntVar(&f.hotKVMB, "hot-kv-mb", 0, fmt.Sprintf("host RAM for recently used chunks' decoded KV, MiB (default %d; negative: off)", server.DefaultHotKVBytes>>20))
+	cmd.Flags().IntVar(&f.deviceKVMB, "gpu-kv-mb", 0, fmt.Sprintf("GPU memory for recently used chunks' KV with a cuda --device, MiB (default %d; negative: off)", model.DefaultChunkTierBytes>>20))
 }
 
 // config is the server.Config the flags describe.
@@ -60,6 +63,7 @@ func (f *dataFlags) config(cmd *cobra.Command) server.Config {
 		NoCURColumns:   f.noCURColumns,
 		Device:         f.device,
 		HotKVBytes:     int64(f.hotKVMB) << 20,
+		DeviceKVBytes:  int64(f.deviceKVMB) << 20,
 		DraftModelPath: f.draftModel,
 	}
 }

@@ -141,6 +141,12 @@ func (drv *driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
 	return cu.MemcpyDtoH(dst, cu.DevicePtr(src), n)
 }
 
+// dtod queues a device-to-device copy (asynchronous with respect to the
+// host, ordered with the kernels of the default stream).
+func (drv *driver) dtod(dst, src uintptr, n int64) error {
+	return cu.MemcpyDtoD(cu.DevicePtr(dst), cu.DevicePtr(src), n)
+}
+
 func (drv *driver) sync() error { return cu.Synchronize() }
 
 // launch queues kernel k on the default stream.

@@ -54,6 +54,11 @@ func (*driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
 	return nil
 }
 
+func (*driver) dtod(dst, src uintptr, n int64) error {
+	C.emu_copy_dd(C.uint64_t(dst), C.uint64_t(src), C.size_t(n))
+	return nil
+}
+
 func (*driver) sync() error { return nil }
 
 func (*driver) launch(k kernel, gx, gy, block, shared int, a *args) error {

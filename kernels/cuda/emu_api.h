@@ -14,6 +14,7 @@ uint64_t emu_alloc(size_t n);
 void emu_free(uint64_t p);
 void emu_copy_in(uint64_t dst, const void* src, size_t n);
 void emu_copy_out(void* dst, uint64_t src, size_t n);
+void emu_copy_dd(uint64_t dst, uint64_t src, size_t n);
 // emu_launch runs kernel k (the order of kernelNames in device.go) over a
 // gx×gy grid of blocks of bx threads with shared bytes of dynamic shared
 // memory; args holds the parameters as 8-byte slots. It returns 0, or -1

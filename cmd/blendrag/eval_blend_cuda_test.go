@@ -1,0 +1,72 @@
+//go:build (cuda || cudaemu) && cgo
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/blendrag/blendrag/kernels"
+	"github.com/blendrag/blendrag/model/modeltest"
+)
+
+// TestEvalBlendOnCUDARecordsTheDeviceTier: `eval blend --device cuda`
+// measures a fusion mode (reuse, which moves chunks) a second time with the
+// question's chunks in the GPU's tier (assembled within the device), and
+// records that context's first-token KL against full beside the one
+// uploaded from host memory: within 1e-4 + 1 % of it (F32 weights; the
+// device rotates moved chunks' keys itself, a few ulp from the CPU's
+// rotation; blend's TestCUDAChunkTierAssemblesTheContextOnTheDevice
+// compares the logits themselves). Full has no device-tier figure.
+func TestEvalBlendOnCUDARecordsTheDeviceTier(t *testing.T) {
+	stdout, out := runEval(t, modeltest.Spec{Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Context: 512, Weights: kernels.F32, Seed: 5},
+		"blend", "--device", "cuda", "--threads", "2", "--modes", "reuse", "--json")
+	recs, err := readBlendRecords(out)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("records %+v (err %v), want 1", recs, err)
+	}
+	for name, m := range recs[0].Modes {
+		if name == "full" {
+			if m.TTFTDeviceMS != 0 {
+				t.Errorf("full has a device-tier TTFT %g", m.TTFTDeviceMS)
+			}
+			continue
+		}
+		if !(m.TTFTDeviceMS > 0) || math.Abs(m.DeviceKL-m.KL) > 1e-4+0.01*m.KL {
+			t.Errorf("%s: device-tier TTFT %g ms, KL %g against %g from host memory", name, m.TTFTDeviceMS, m.DeviceKL, m.KL)
+		}
+		t.Logf("%s: TTFT %.1f ms, from the device tier %.1f ms; KL %g / %g", name, m.TTFTMS, m.TTFTDeviceMS, m.KL, m.DeviceKL)
+	}
+	var sum blendSummary
+	if err := json.Unmarshal(stdout, &sum); err != nil {
+		t.Fatalf("summary: %v\n%s", err, stdout)
+	}
+	if r := sum.Modes["reuse"]; !(r.TTFTDeviceP50MS > 0) || !(r.SpeedupDevice > 0) {
+		t.Errorf("reuse summary %+v has no device-tier TTFT", r)
+	}
+}
+
+// runEval writes a model generated from spec and a one-question dataset,
+// runs `blendrag eval <args> --dataset … --model … --out …` and returns
+// its standard output and the JSONL path.
+func runEval(t *testing.T, spec modeltest.Spec, args ...string) (stdout []byte, out string) {
+	t.Helper()
+	dir := t.TempDir()
+	modelPath := filepath.Join(dir, "m.gguf")
+	if err := modeltest.Write(modelPath, spec); err != nil {
+		t.Fatal(err)
+	}
+	dsPath, out := oneQuestionDataset(t, dir)
+	root := newRootCommand()
+	var so, se bytes.Buffer
+	root.SetOut(&so)
+	root.SetErr(&se)
+	root.SetArgs(append(append([]string{"eval"}, args...), "--dataset", dsPath, "--model", modelPath, "--out", out))
+	if err := root.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, se.String())
+	}
+	return so.Bytes(), out
+}
