@@ -19,6 +19,10 @@
 #include <cuda_fp16.h>
 #include <math_constants.h>
 #define EXTERN_SHARED(type, name) extern __shared__ type name[]
+#else
+struct float4 {
+    float x, y, z, w;
+};
 #endif
 
 #define QK 32
@@ -626,7 +630,8 @@ extern "C" __global__ void attend_combine_groups(float* out, const float* part, 
 // kvh·G + t%G (threads R·G .. FT_THREADS−1 and rows ≥ nQ only help load).
 // The split's keys are taken in tiles of FT_TILE: the block stages the
 // tile's positions, keys and values (FT_TILE × headDim each, 16 KiB for
-// headDim 64) in shared memory, then every thread runs attend_split's
+// headDim 64; float4 arrays, read back as float4 broadcasts) in shared
+// memory, then every thread runs attend_split's
 // online softmax over the tile's keys in index order for its (row, head),
 // skipping the keys it must not see. Its score is attend_split's: lane
 // partials a_l = sum_i q[32i+l]·k[32i+l] (from 0.0f) added in warp_sum's
@@ -641,7 +646,9 @@ extern "C" __global__ void attend_combine_groups(float* out, const float* part, 
 // depend on nKeys alone, so a row's result does not depend on the rows that
 // share its block.
 // Launch: grid (⌈nQ/R⌉, kvHeads·nSplit), FT_THREADS threads; static shared
-// memory 2·FT_TILE·64 floats + FT_TILE + 1 ints (16.1 KiB).
+// memory 2·FT_TILE·64 floats + FT_TILE + 1 ints (16.1 KiB). ptxas (sm_80)
+// gives it 194 registers and no spills: 2 blocks per SM. Not yet timed on
+// a GPU: FT_MIN_ROWS, FT_THREADS and FT_TILE are first guesses.
 #define FT_THREADS 128
 #define FT_TILE 32
 #define FT_MAXND 2  // headDim ≤ 64
@@ -650,7 +657,7 @@ extern "C" __global__ void attend_combine_groups(float* out, const float* part, 
 template <int ND>
 __device__ void attend_tile_nd(float* part, const float* q, const float* keys, const float* vals,
                                const int* keyPos, const int* qPos, int nQ, int nKeys, int heads, int kvHeads,
-                               float scale, int nSplit, float* sk, float* sv, int* skp, int* smaxq) {
+                               float scale, int nSplit, float4* sk4, float4* sv4, int* skp, int* smaxq) {
     const int D = ND * WARP;
     int t = threadIdx.x;
     int G = heads / kvHeads, R = FT_THREADS / G;
@@ -687,6 +694,8 @@ __device__ void attend_tile_nd(float* part, const float* q, const float* keys, c
         int mink = skp[0];
         for (int k = 1; k < FT_TILE; k++) mink = min(mink, skp[k]);
         if (mink > maxq) continue;  // the same decision in every thread
+        float* sk = reinterpret_cast<float*>(sk4);
+        float* sv = reinterpret_cast<float*>(sv4);
         for (int e = t; e < n * D; e += FT_THREADS) {
             int jj = e / D, i = e % D;
             long long src = (long long)(j0 + jj) * kvDim + kvh * D + i;
@@ -697,16 +706,24 @@ __device__ void attend_tile_nd(float* part, const float* q, const float* keys, c
         if (!active) continue;
         for (int jj = 0; jj < n; jj++) {
             if (skp[jj] > qp) continue;
-            const float* k = sk + jj * D;
-            const float* v = sv + jj * D;
-            float a[WARP];
+            // Key and value rows are read as float4 (shared-memory broadcasts:
+            // every thread reads the same address).
+            const float4* k = sk4 + jj * (D / 4);
+            const float4* v = sv4 + jj * (D / 4);
+            float a[WARP];  // a[ln]: lane ln's partial, over i in order from 0.0f
 #pragma unroll
-            for (int ln = 0; ln < WARP; ln++) {
-                float s = 0.0f;
+            for (int ln = 0; ln < WARP; ln++) a[ln] = 0.0f;
 #pragma unroll
-                for (int i = 0; i < ND; i++) s = __fadd_rn(s, __fmul_rn(qv[i * WARP + ln], k[i * WARP + ln]));
-                a[ln] = s;
-            }
+            for (int i = 0; i < ND; i++)
+#pragma unroll
+                for (int l4 = 0; l4 < WARP / 4; l4++) {
+                    float4 kv = k[i * (WARP / 4) + l4];
+                    const float* qq = qv + i * WARP + 4 * l4;
+                    a[4 * l4 + 0] = __fadd_rn(a[4 * l4 + 0], __fmul_rn(qq[0], kv.x));
+                    a[4 * l4 + 1] = __fadd_rn(a[4 * l4 + 1], __fmul_rn(qq[1], kv.y));
+                    a[4 * l4 + 2] = __fadd_rn(a[4 * l4 + 2], __fmul_rn(qq[2], kv.z));
+                    a[4 * l4 + 3] = __fadd_rn(a[4 * l4 + 3], __fmul_rn(qq[3], kv.w));
+                }
             // warp_sum's butterfly, each level's loop unrolled (constant bounds).
 #pragma unroll
             for (int ln = 0; ln < 16; ln++) a[ln] = __fadd_rn(a[ln], a[ln + 16]);
@@ -722,7 +739,13 @@ __device__ void attend_tile_nd(float* part, const float* q, const float* keys, c
             float c = expf(__fsub_rn(m, mn)), p = expf(__fsub_rn(sc, mn));
             l = __fadd_rn(__fmul_rn(l, c), p);
 #pragma unroll
-            for (int i = 0; i < D; i++) acc[i] = __fadd_rn(__fmul_rn(acc[i], c), __fmul_rn(p, v[i]));
+            for (int i4 = 0; i4 < D / 4; i4++) {
+                float4 vv = v[i4];
+                acc[4 * i4 + 0] = __fadd_rn(__fmul_rn(acc[4 * i4 + 0], c), __fmul_rn(p, vv.x));
+                acc[4 * i4 + 1] = __fadd_rn(__fmul_rn(acc[4 * i4 + 1], c), __fmul_rn(p, vv.y));
+                acc[4 * i4 + 2] = __fadd_rn(__fmul_rn(acc[4 * i4 + 2], c), __fmul_rn(p, vv.z));
+                acc[4 * i4 + 3] = __fadd_rn(__fmul_rn(acc[4 * i4 + 3], c), __fmul_rn(p, vv.w));
+            }
             m = mn;
         }
     }
@@ -737,8 +760,8 @@ __device__ void attend_tile_nd(float* part, const float* q, const float* keys, c
 extern "C" __global__ void attend_tile(float* part, const float* q, const float* keys, const float* vals,
                                        const int* keyPos, const int* qPos, int nQ, int nKeys, int heads,
                                        int kvHeads, int headDim, float scale, int nSplit) {
-    __shared__ float sk[FT_TILE * FT_MAXND * WARP];
-    __shared__ float sv[FT_TILE * FT_MAXND * WARP];
+    __shared__ float4 sk[FT_TILE * FT_MAXND * WARP / 4];
+    __shared__ float4 sv[FT_TILE * FT_MAXND * WARP / 4];
     __shared__ int skp[FT_TILE];
     __shared__ int smaxq;
     if (headDim == WARP)
