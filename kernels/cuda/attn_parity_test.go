@@ -302,3 +302,62 @@ func TestAttendTileMatchesCPUAndSplitBitwise(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkAttendPrefill times causal prefill attention (nQ = nKeys, GQA
+// 9/3/64 like SmolLM2-135M) through attend_split and through attend_tile,
+// for choosing ftMinRows on a GPU (in the CPU emulation it measures the
+// emulation, not a GPU):
+//
+//	CGO_ENABLED=1 go test -tags cuda -run '^$' -bench AttendPrefill ./kernels/cuda/
+func BenchmarkAttendPrefill(b *testing.B) {
+	d, err := Open(0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	sh := kernels.AttnShape{Heads: 9, KVHeads: 3, HeadDim: 64}
+	r := rand.New(rand.NewPCG(61, 62))
+	for _, n := range []int{64, 128, 512, 2048} {
+		if Emulated() && n > 64 {
+			continue
+		}
+		pos := seqPos(0, n)
+		var bufs []*Buffer
+		upload := func(x []float32) *Buffer {
+			buf, err := d.NewF32(x)
+			if err != nil {
+				b.Fatal(err)
+			}
+			bufs = append(bufs, buf)
+			return buf
+		}
+		q, k, v := upload(randF32(r, n*sh.QDim(), 1)), upload(randF32(r, n*sh.KVDim(), 1)), upload(randF32(r, n*sh.KVDim(), 1))
+		out := upload(make([]float32, n*sh.QDim()))
+		p, err := d.NewI32(pos)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bufs = append(bufs, p)
+		for _, tile := range []bool{false, true} {
+			name := fmt.Sprintf("n=%d/attend_split", n)
+			if tile {
+				name = fmt.Sprintf("n=%d/attend_tile", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					if err := d.attendSplit(out, q, k, v, p, p, n, n, sh, nil, tile); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := d.Sync(); err != nil {
+					b.Fatal(err)
+				}
+			})
+		}
+		for _, buf := range bufs {
+			if err := d.Free(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
