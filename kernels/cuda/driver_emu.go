@@ -8,12 +8,21 @@ package cuda
 import "C"
 
 import (
+	_ "embed"
 	"fmt"
 	"unsafe"
 )
 
 // emulated reports whether kernels run in the CPU emulation (cudaemu).
 const emulated = true
+
+// kernelSource is kernels.cu, which emu.cc compiles with #include. It is
+// embedded only so that the go command hashes it: otherwise an edit to
+// kernels.cu alone would not rebuild the package, and the emulation would
+// keep running the kernels of the last build.
+//
+//go:embed kernels.cu
+var kernelSource string
 
 // driver runs kernels.cu in the CPU emulation of emu.cc: "device" memory is
 // host memory, launches run to completion before they return.
