@@ -57,6 +57,13 @@ type cudaBackend struct {
 	keyPos, logitBuf             *cuda.Buffer
 	groups                       *cuda.KeyGroups
 	gen                          uint64
+	pass                         *cudaPass // the live pass (generation gen)
+
+	// Every layer's fresh keys and values of the live pass, [layer][row],
+	// kept on the device until the pass writes them to the host cache at
+	// its end (flush); freshCap is their capacity in float32s.
+	freshK, freshV *cuda.Buffer
+	freshCap       int
 
 	// Device copies of the host caches used last (devCache), and the
 	// count of bindings, which orders them by use.
@@ -183,7 +190,7 @@ func (b *cudaBackend) Close() error {
 		errs = append(errs, b.d.Free(g.attnNorm), b.d.Free(g.ffnNorm))
 	}
 	errs = append(errs, b.output.free(b.d), b.d.Free(b.outNorm), b.d.FreeRoPE(b.rope))
-	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.keyPos, &b.logitBuf))
+	errs = append(errs, b.freeWork(&b.h, &b.x, &b.q, &b.k, &b.v, &b.att, &b.gate, &b.up, &b.rowPos, &b.selK, &b.selV, &b.keyPos, &b.logitBuf, &b.freshK, &b.freshV))
 	for _, dc := range b.caches {
 		errs = append(errs, dc.free(b.d))
 	}
@@ -226,6 +233,13 @@ func (b *cudaBackend) alloc(floats []int, bufs ...**cuda.Buffer) error {
 // nLogits rows of logits (0: leave as they are).
 func (b *cudaBackend) reserve(n, keys, nLogits int) error {
 	c := b.m.Config
+	if fresh := c.Layers * n * c.KVDim(); fresh > b.freshCap {
+		b.freshCap = 0
+		if err := b.alloc([]int{fresh, fresh}, &b.freshK, &b.freshV); err != nil {
+			return err
+		}
+		b.freshCap = fresh
+	}
 	if n > b.rowCap {
 		b.rowCap = 0
 		err := b.alloc([]int{n * c.Dim, n * c.Dim, n * c.QDim(), n * c.KVDim(), n * c.KVDim(), n * c.QDim(), n * c.FFN, n * c.FFN, n, n * c.KVDim(), n * c.KVDim()},
@@ -280,14 +294,21 @@ func (b *cudaBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
 	if err := checkPassRows(c, kv, rows); err != nil {
 		return nil, err
 	}
+	if prev := b.pass; prev != nil && prev.gen == b.gen {
+		// A pass that ended without Logits still owes the host its rows.
+		if err := prev.flush(); err != nil {
+			return nil, fmt.Errorf("model: %s: finishing the previous pass: %w", b.name, err)
+		}
+	}
 	n, keys := len(rows), kv.Len()
 	b.gen++
 	if err := b.reserve(n, keys, 0); err != nil {
 		return nil, fmt.Errorf("model: %s: work buffers for %d rows over %d keys: %w", b.name, n, keys, err)
 	}
-	p := &cudaPass{b: b, gen: b.gen, kv: kv, rows: append([]int(nil), rows...), layer: -1,
+	p := &cudaPass{b: b, gen: b.gen, kv: kv, rows: append([]int(nil), rows...), layer: -1, fresh: -1, keptAt: -1, n0: n,
 		hostRows: make([]int32, n), hostPos: make([]int32, n),
 		k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim())}
+	b.pass = p
 	h := make([]float32, n*c.Dim)
 	rowBytes, _ := b.m.TokenEmbd.Type.RowBytes(c.Dim)
 	for i, r := range rows {
@@ -318,16 +339,115 @@ type cudaPass struct {
 	cache  *devCache // the device copy of kv (bound by QKV)
 
 	hostRows, hostPos []int32
-	k, v              []float32 // fresh keys and values, [N × KVDim]
+
+	// The fresh keys and values of layer l sit on the device at rows
+	// [l·n0, l·n0 + N) of the backend's freshK/freshV (n0: the rows the
+	// pass started with); they are downloaded into k and v only when
+	// FreshK, FreshV or Keep needs them (fresh: the layer they hold, or
+	// -1), and into the host cache for the rows WriteKV wrote (pending)
+	// when the pass ends, by Logits — one wait for the device per pass
+	// instead of one per layer.
+	n0      int
+	fresh   int
+	pending []pendingWrite
+	err     error     // a failed download of FreshK/FreshV, reported by the next step
+	keptAt  int       // the layer of the last Keep (whose device rows it did not compact), or -1
+	k, v    []float32 // fresh keys and values, [N × KVDim]
 }
 
 func (p *cudaPass) N() int                         { return len(p.rows) }
 func (p *cudaPass) Rows() []int                    { return p.rows }
 func (p *cudaPass) SetGroups(g *kernels.KeyGroups) { p.groups = g }
-func (p *cudaPass) FreshK() []float32              { return p.k }
-func (p *cudaPass) FreshV() []float32              { return p.v }
 
-// live checks that p is still the backend's pass.
+// pendingWrite is a WriteKV whose host copy is pending: row src[j] of
+// layer l's fresh keys and values goes to cache row dst[j].
+type pendingWrite struct {
+	l   int
+	src []int
+	dst []int32
+}
+
+// FreshK returns the fresh keys of the rows at the last QKV, downloading
+// them; a failed download is reported by the pass's next step.
+func (p *cudaPass) FreshK() []float32 {
+	p.loadFresh()
+	return p.k
+}
+
+// FreshV is FreshK for the values.
+func (p *cudaPass) FreshV() []float32 {
+	p.loadFresh()
+	return p.v
+}
+
+// loadFresh downloads the current layer's fresh keys and values into k
+// and v, once per layer.
+func (p *cudaPass) loadFresh() {
+	if p.fresh == p.layer || p.layer < 0 || p.err != nil {
+		return
+	}
+	b, kd, n := p.b, p.kv.KVDim, p.N()
+	off, bytes := int64(p.layer*p.n0*kd)*4, int64(n*kd)*4
+	if n == 0 {
+		p.fresh = p.layer
+		return
+	}
+	fk, err := b.freshK.View(off, bytes)
+	if err == nil {
+		var fv *cuda.Buffer
+		if fv, err = b.freshV.View(off, bytes); err == nil {
+			err = errors.Join(b.d.DownloadF32(p.k[:n*kd], fk), b.d.DownloadF32(p.v[:n*kd], fv))
+		}
+	}
+	if err != nil {
+		p.err = fmt.Errorf("model: %s: downloading layer %d's fresh keys and values: %w", b.name, p.layer, err)
+		return
+	}
+	p.fresh = p.layer
+}
+
+// flush writes the pending rows' fresh keys and values into the host cache
+// (rows the cache has since lost are skipped): one download of the layers
+// concerned.
+func (p *cudaPass) flush() error {
+	if len(p.pending) == 0 {
+		return nil
+	}
+	b, kd := p.b, p.kv.KVDim
+	top := 0
+	for _, w := range p.pending {
+		top = max(top, w.l+1)
+	}
+	floats := top * p.n0 * kd
+	stage := make([]float32, 2*floats)
+	sk, sv := stage[:floats], stage[floats:]
+	fk, err := b.freshK.View(0, int64(floats)*4)
+	if err == nil {
+		var fv *cuda.Buffer
+		if fv, err = b.freshV.View(0, int64(floats)*4); err == nil {
+			err = errors.Join(b.d.DownloadF32(sk, fk), b.d.DownloadF32(sv, fv))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("model: %s: downloading the pass's keys and values: %w", b.name, err)
+	}
+	for _, w := range p.pending {
+		for j, i := range w.src {
+			r := int(w.dst[j])
+			if r >= p.kv.Len() {
+				continue
+			}
+			at := (w.l*p.n0 + i) * kd
+			copy(p.kv.K[w.l][r*kd:(r+1)*kd], sk[at:at+kd])
+			copy(p.kv.V[w.l][r*kd:(r+1)*kd], sv[at:at+kd])
+		}
+	}
+	p.pending = p.pending[:0]
+	return nil
+}
+
+// live checks that p is still the backend's pass and reports a failed
+// download of FreshK or FreshV.
 func (p *cudaPass) live() error {
 	if p.b.d == nil {
 		return fmt.Errorf("model: %s: %w", p.b.name, cuda.ErrClosed)
@@ -335,11 +455,12 @@ func (p *cudaPass) live() error {
 	if p.gen != p.b.gen {
 		return fmt.Errorf("model: %s: this pass was superseded by a newer one", p.b.name)
 	}
-	return nil
+	return p.err
 }
 
 // QKV computes the fresh queries, keys and values of layer l (RoPE at the
-// rows' positions) and copies them to the host (FreshK, FreshV).
+// rows' positions) and keeps a copy of the keys and values on the device
+// for FreshK, FreshV and the host cache.
 func (p *cudaPass) QKV(l int) error {
 	if err := p.live(); err != nil {
 		return err
@@ -360,14 +481,31 @@ func (p *cudaPass) QKV(l int) error {
 	s.run("v", func() error { return b.matmul(b.v, g.v, b.x, n) })
 	s.run("rope q", func() error { return d.RoPE(b.q, b.rope, b.rowPos, n, c.Heads) })
 	s.run("rope k", func() error { return d.RoPE(b.k, b.rope, b.rowPos, n, c.KVHeads) })
-	s.run("download k, v", func() error {
-		return errors.Join(d.DownloadF32(p.k[:n*kd], b.k), d.DownloadF32(p.v[:n*kd], b.v))
+	s.run("keep k, v", func() error {
+		for _, w := range p.pending {
+			if w.l == l { // QKV(l) again: its first rows must reach the host first
+				if err := p.flush(); err != nil {
+					return err
+				}
+				break
+			}
+		}
+		off, bytes := int64(l*p.n0*kd)*4, int64(n*kd)*4
+		fk, err := b.freshK.View(off, bytes)
+		if err != nil {
+			return err
+		}
+		fv, err := b.freshV.View(off, bytes)
+		if err != nil {
+			return err
+		}
+		return errors.Join(d.Copy(fk, b.k, bytes), d.Copy(fv, b.v, bytes))
 	})
 	if s.err != nil {
 		p.layer = -1
 		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, s.err)
 	}
-	p.layer = l
+	p.layer, p.fresh = l, -1
 	return nil
 }
 
@@ -391,23 +529,44 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 		return nil
 	}
 	targets := make([]int32, len(sel))
-	k, v := make([]float32, len(sel)*kd), make([]float32, len(sel)*kd)
+	identity := len(sel) == n && p.keptAt != l
 	for j, i := range sel {
 		if i < 0 || i >= n {
 			return fmt.Errorf("model: WriteKV row index %d outside the pass's %d rows", i, n)
 		}
-		r := p.rows[i]
-		copy(p.kv.K[l][r*kd:(r+1)*kd], p.k[i*kd:(i+1)*kd])
-		copy(p.kv.V[l][r*kd:(r+1)*kd], p.v[i*kd:(i+1)*kd])
-		copy(k[j*kd:(j+1)*kd], p.k[i*kd:(i+1)*kd])
-		copy(v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
-		targets[j] = int32(r)
+		targets[j] = int32(p.rows[i])
+		identity = identity && i == j
 	}
 	keys := p.kv.Len()
 	s := steps{}
-	s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
-	s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.selK, targets, kd) })
-	s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.selV, targets, kd) })
+	if identity {
+		// Every row, in order: scatter straight from the fresh rows; the
+		// host cache gets them when the pass ends.
+		s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.k, targets, kd) })
+		s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.v, targets, kd) })
+		if s.err == nil {
+			p.pending = append(p.pending, pendingWrite{l: l, src: slices.Clone(sel), dst: targets})
+		}
+	} else {
+		// A subset (CacheBlend's question rows and selection): gathered
+		// on the host, which holds the layer's fresh rows for the
+		// selection anyway.
+		p.loadFresh()
+		if p.err != nil {
+			return p.err
+		}
+		k, v := make([]float32, len(sel)*kd), make([]float32, len(sel)*kd)
+		for j, i := range sel {
+			r := p.rows[i]
+			copy(p.kv.K[l][r*kd:(r+1)*kd], p.k[i*kd:(i+1)*kd])
+			copy(p.kv.V[l][r*kd:(r+1)*kd], p.v[i*kd:(i+1)*kd])
+			copy(k[j*kd:(j+1)*kd], p.k[i*kd:(i+1)*kd])
+			copy(v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
+		}
+		s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
+		s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.selK, targets, kd) })
+		s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.selV, targets, kd) })
+	}
 	if s.err != nil {
 		p.kv.ChangedLayer(l, int(slices.Min(targets)), keys) // the device copy may be partly written
 		return fmt.Errorf("model: %s: WriteKV layer %d: %w", b.name, l, s.err)
@@ -427,6 +586,10 @@ func (p *cudaPass) Keep(keep []int) error {
 	if err := checkKeep(keep, p.N()); err != nil {
 		return err
 	}
+	p.loadFresh() // FreshK and FreshV stay the kept rows' for this layer
+	if p.err != nil {
+		return p.err
+	}
 	b, c := p.b, p.b.m.Config
 	n, kd := p.N(), c.KVDim()
 	h, q := make([]float32, n*c.Dim), make([]float32, n*c.QDim())
@@ -441,6 +604,7 @@ func (p *cudaPass) Keep(keep []int) error {
 		copy(p.v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
 	}
 	m := len(keep)
+	p.keptAt = p.layer
 	p.rows, p.hostRows, p.hostPos = p.rows[:m], p.hostRows[:m], p.hostPos[:m]
 	p.k, p.v = p.k[:m*kd], p.v[:m*kd]
 	if m == 0 {
@@ -564,6 +728,7 @@ func (p *cudaPass) Logits(dst []float32, sel []int) error {
 	}
 	s.run("output", func() error { return b.matmul(b.logitBuf, b.output, b.x, len(sel)) })
 	s.run("download", func() error { return d.DownloadF32(dst, b.logitBuf) })
+	s.run("keys and values to the host", p.flush)
 	if s.err != nil {
 		return fmt.Errorf("model: %s: logits: %w", b.name, s.err)
 	}
