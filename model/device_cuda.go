@@ -302,7 +302,13 @@ func (b *cudaBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
 	}
 	n, keys := len(rows), kv.Len()
 	b.gen++
-	if err := b.reserve(n, keys, 0); err != nil {
+	var keep *devCache // the device copy this pass will use, if there is one
+	for _, dc := range b.caches {
+		if dc.kv == kv {
+			keep = dc
+		}
+	}
+	if err := b.withRoom(keep, func() error { return b.reserve(n, keys, 0) }); err != nil {
 		return nil, fmt.Errorf("model: %s: work buffers for %d rows over %d keys: %w", b.name, n, keys, err)
 	}
 	p := &cudaPass{b: b, gen: b.gen, kv: kv, rows: append([]int(nil), rows...), layer: -1, fresh: -1, keptAt: -1, n0: n,
@@ -652,7 +658,9 @@ func (p *cudaPass) AttendMLP(l int) error {
 	sh := kernels.AttnShape{Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim}
 	s := steps{}
 	s.run("attention", func() error {
-		return d.Attend(b.att, b.q, p.cache.k[l], p.cache.v[l], b.keyPos, b.rowPos, n, keys, sh, groups)
+		return b.withRoom(p.cache, func() error { // its scratch may need to grow
+			return d.Attend(b.att, b.q, p.cache.k[l], p.cache.v[l], b.keyPos, b.rowPos, n, keys, sh, groups)
+		})
 	})
 	s.run("output projection", func() error { return b.matmul(b.x, g.o, b.att, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
@@ -705,7 +713,7 @@ func (p *cudaPass) Logits(dst []float32, sel []int) error {
 	if len(sel) == 0 || len(sel) > p.N() || len(dst) != len(sel)*c.Vocab {
 		return fmt.Errorf("model: Logits of %d rows into %d floats, want %d", len(sel), len(dst), len(sel)*c.Vocab)
 	}
-	if err := b.reserve(0, 0, len(sel)); err != nil {
+	if err := b.withRoom(p.cache, func() error { return b.reserve(0, 0, len(sel)) }); err != nil {
 		return fmt.Errorf("model: %s: logits buffer: %w", b.name, err)
 	}
 	row := int64(c.Dim) * 4

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/blendrag/blendrag/kernels"
 	"github.com/blendrag/blendrag/kernels/cuda"
 )
 
@@ -33,6 +34,62 @@ func (dc *devCache) free(d *cuda.Device) error {
 	}
 	dc.kv, dc.k, dc.v, dc.capRows = nil, nil, nil, 0
 	return errors.Join(errs...)
+}
+
+// alloc gives dc room for rows rows of every layer (dc must hold none);
+// on failure it frees what it allocated.
+func (dc *devCache) alloc(d *cuda.Device, c Config, rows int) error {
+	dc.k, dc.v = make([]*cuda.Buffer, c.Layers), make([]*cuda.Buffer, c.Layers)
+	for l := range dc.k {
+		var err error
+		if dc.k[l], err = d.Alloc(int64(rows) * int64(c.KVDim()) * 4); err == nil {
+			dc.v[l], err = d.Alloc(int64(rows) * int64(c.KVDim()) * 4)
+		}
+		if err != nil {
+			return errors.Join(err, dc.free(d))
+		}
+	}
+	return nil
+}
+
+// withRoom runs alloc, and when it fails frees device memory the backend
+// only keeps for later — first the whole chunk tier, then the device
+// copies of other caches than keep, least recently bound first — and
+// runs it again, until it succeeds or nothing is left to free: what a
+// pass needs now comes before what might save a copy later.
+func (b *cudaBackend) withRoom(keep *devCache, alloc func() error) error {
+	for {
+		err := alloc()
+		if err == nil || errors.Is(err, kernels.ErrShape) || errors.Is(err, kernels.ErrUnsupported) {
+			return err // not for want of memory
+		}
+		switch victim := b.idleCache(keep); {
+		case b.tier.order.Len() > 0:
+			budget := b.tier.budget
+			b.tier.budget = 0
+			err = errors.Join(err, b.tier.evict(b.d, 0))
+			b.tier.budget = budget
+		case victim != nil:
+			err = errors.Join(err, victim.free(b.d))
+		default:
+			return err
+		}
+		if b.d.Sync() != nil { // a device that fails is not short of memory
+			return err
+		}
+	}
+}
+
+// idleCache returns the least recently bound device copy that holds
+// memory, other than keep, or nil.
+func (b *cudaBackend) idleCache(keep *devCache) *devCache {
+	var victim *devCache
+	for _, c := range b.caches {
+		if c != keep && c.capRows > 0 && (victim == nil || c.used < victim.used) {
+			victim = c
+		}
+	}
+	return victim
 }
 
 // bindCache returns the device copy of kv, with room for its rows, and
@@ -71,15 +128,15 @@ func (b *cudaBackend) bindCache(kv *KV) (*devCache, *kvMirror, error) {
 		if err := dc.free(b.d); err != nil {
 			return nil, nil, err
 		}
-		dc.k, dc.v = make([]*cuda.Buffer, c.Layers), make([]*cuda.Buffer, c.Layers)
-		for l := range dc.k {
-			var err error
-			if dc.k[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4); err == nil {
-				dc.v[l], err = b.d.Alloc(int64(capRows) * int64(c.KVDim()) * 4)
+		err := b.withRoom(dc, func() error {
+			if err := dc.alloc(b.d, c, capRows); err == nil || capRows == keys {
+				return err
 			}
-			if err != nil {
-				return nil, nil, errors.Join(fmt.Errorf("device cache of %d rows: %w", capRows, err), dc.free(b.d))
-			}
+			capRows = keys // no room to grow ahead
+			return dc.alloc(b.d, c, capRows)
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("device cache of %d rows: %w", capRows, err)
 		}
 		dc.kv, dc.capRows = kv, capRows
 		kv.mirror = kvMirror{}

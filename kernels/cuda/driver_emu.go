@@ -36,6 +36,15 @@ func openDriver(ordinal int) (*driver, string, error) {
 	return &driver{}, "CPU emulation of kernels.cu (cudaemu)", nil
 }
 
+// SetEmulatedMemoryLimit caps the emulated device's memory at bytes (0:
+// no cap): allocations beyond it fail, as on a full GPU. The emulated
+// device is one per process, and so is the cap. It exists for tests of
+// what the backend does when device memory runs out.
+func SetEmulatedMemoryLimit(bytes int64) { C.emu_set_mem_limit(C.size_t(bytes)) }
+
+// EmulatedMemoryInUse reports the emulated device's bytes allocated.
+func EmulatedMemoryInUse() int64 { return int64(C.emu_mem_used()) }
+
 func (*driver) bind() (func(), error) { return func() {}, nil }
 
 func (*driver) close() error { return nil }
@@ -43,7 +52,7 @@ func (*driver) close() error { return nil }
 func (*driver) alloc(bytes int64) (uintptr, error) {
 	p := C.emu_alloc(C.size_t(bytes))
 	if p == 0 {
-		return 0, fmt.Errorf("out of host memory for %d bytes", bytes)
+		return 0, fmt.Errorf("emulated device memory exhausted (%d bytes requested)", bytes)
 	}
 	return uintptr(p), nil
 }

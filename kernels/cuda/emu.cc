@@ -23,6 +23,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 #include <ucontext.h>
 
@@ -228,12 +229,42 @@ bool run(int k, const uint64_t* a) {
 
 extern "C" {
 
+// Emulated device memory in use, per allocation, and its cap (0: none).
+std::mutex memMu;
+std::unordered_map<uint64_t, size_t> memSizes;
+size_t memUsed, memLimit;
+
 uint64_t emu_alloc(size_t n) {
-    void* p = std::aligned_alloc(256, (n + 255) / 256 * 256);
-    return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+    size_t bytes = (n + 255) / 256 * 256;
+    std::lock_guard<std::mutex> lock(memMu);
+    if (memLimit != 0 && memUsed + bytes > memLimit) return 0;
+    void* p = std::aligned_alloc(256, bytes);
+    if (p == nullptr) return 0;
+    uint64_t u = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+    memSizes[u] = bytes;
+    memUsed += bytes;
+    return u;
 }
 
-void emu_free(uint64_t p) { std::free(ptr<void*>(p)); }
+void emu_free(uint64_t p) {
+    std::lock_guard<std::mutex> lock(memMu);
+    auto it = memSizes.find(p);
+    if (it != memSizes.end()) {
+        memUsed -= it->second;
+        memSizes.erase(it);
+    }
+    std::free(ptr<void*>(p));
+}
+
+void emu_set_mem_limit(size_t bytes) {
+    std::lock_guard<std::mutex> lock(memMu);
+    memLimit = bytes;
+}
+
+size_t emu_mem_used() {
+    std::lock_guard<std::mutex> lock(memMu);
+    return memUsed;
+}
 
 void emu_copy_in(uint64_t dst, const void* src, size_t n) { std::memcpy(ptr<void*>(dst), src, n); }
 

@@ -10,8 +10,10 @@
 extern "C" {
 #endif
 
-uint64_t emu_alloc(size_t n);
+uint64_t emu_alloc(size_t n);  // 0 when the cap (emu_set_mem_limit) would be exceeded
 void emu_free(uint64_t p);
+void emu_set_mem_limit(size_t bytes);  // 0: no cap
+size_t emu_mem_used(void);
 void emu_copy_in(uint64_t dst, const void* src, size_t n);
 void emu_copy_out(void* dst, uint64_t src, size_t n);
 void emu_copy_dd(uint64_t dst, uint64_t src, size_t n);
