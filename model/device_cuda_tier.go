@@ -62,9 +62,9 @@ func (t *chunkTier) evict(d *cuda.Device, bytes int64) error {
 	return errors.Join(errs...)
 }
 
-// put uploads k and v as key's entry, evicting to make room, and returns
-// it; nil (and no error) when they do not fit the budget at all or the
-// device has no memory left for them.
+// put uploads k and v as key's entry (asynchronously), evicting to make
+// room, and returns it; nil (and no error) when they do not fit the budget
+// at all or the device has no memory left for them.
 func (t *chunkTier) put(d *cuda.Device, key tierKey, k, v []float32, rows int) (*tierEntry, error) {
 	bytes := int64(len(k)+len(v)) * 4
 	if bytes > t.budget {
@@ -73,13 +73,19 @@ func (t *chunkTier) put(d *cuda.Device, key tierKey, k, v []float32, rows int) (
 	if err := t.evict(d, bytes); err != nil {
 		return nil, err
 	}
-	kb, err := d.NewF32(k)
+	kb, err := d.Alloc(int64(len(k)) * 4)
 	if err != nil {
 		return nil, nil // out of device memory: serve from the host instead
 	}
-	vb, err := d.NewF32(v)
+	vb, err := d.Alloc(int64(len(v)) * 4)
 	if err != nil {
 		return nil, d.Free(kb)
+	}
+	// New buffers: nothing queued uses them, so the copies need not wait
+	// for the kernels before them (the chunk loader runs while the GPU
+	// computes the previous layer).
+	if err := errors.Join(d.UploadF32Async(kb, k), d.UploadF32Async(vb, v)); err != nil {
+		return nil, errors.Join(err, d.Free(kb), d.Free(vb))
 	}
 	e := &tierEntry{key: key, k: kb, v: vb, rows: rows}
 	t.byKey[key] = t.order.PushFront(e)

@@ -26,11 +26,12 @@ const emulated = false
 // other than openDriver must run between bind and the function bind
 // returns.
 type driver struct {
-	dev  cu.Device
-	ctx  cu.CUContext
-	mod  cu.Module
-	fns  [numKernels]cu.Function
-	blas *cublas // nil until the first sgemm
+	dev   cu.Device
+	ctx   cu.CUContext
+	mod   cu.Module
+	fns   [numKernels]cu.Function
+	blas  *cublas // nil until the first sgemm
+	stage stager  // asynchronous uploads (htodAsync)
 }
 
 // openDriver initialises GPU ordinal and returns it with its name.
@@ -115,6 +116,7 @@ func (drv *driver) close() error {
 	}
 	defer unbind()
 	var errs []error
+	errs = append(errs, drv.stage.close())
 	if drv.blas != nil {
 		errs = append(errs, drv.blas.close())
 	}
@@ -135,6 +137,14 @@ func (drv *driver) free(p uintptr) error { return cu.MemFree(cu.DevicePtr(p)) }
 
 func (drv *driver) htod(dst uintptr, src unsafe.Pointer, n int64) error {
 	return cu.MemcpyHtoD(cu.DevicePtr(dst), src, n)
+}
+
+// htodAsync queues a copy of n bytes at src to dst without waiting for
+// the queued kernels: src may be reused when it returns, and work queued
+// after it on the default stream sees the data. dst must not be in use by
+// work queued before.
+func (drv *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
+	return drv.stage.upload(dst, src, n)
 }
 
 func (drv *driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {

@@ -67,6 +67,11 @@ func (*driver) htod(dst uintptr, src unsafe.Pointer, n int64) error {
 	return nil
 }
 
+// htodAsync is htod: emulated copies finish at once.
+func (d *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
+	return d.htod(dst, src, n)
+}
+
 func (*driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
 	C.emu_copy_out(dst, C.uint64_t(src), C.size_t(n))
 	return nil
