@@ -23,7 +23,7 @@ test: models
 	$(GO) test -count=1 -timeout 25m ./...
 	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./kernels/cuda/ ./model/ ./blend/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu ./kernels/cuda/
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDA(DeviceCache|BLASPrefill|PassSteps|ChunkTierYields)' ./model/
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDA(DeviceCache|BLASPrefill|PassSteps|PassWithoutLogits|ChunkTierYields)' ./model/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAForwardMatchesCPU$$/^q4_1' ./model/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAChunkTier' ./blend/
 

@@ -413,8 +413,9 @@ func (p *cudaPass) loadFresh() {
 }
 
 // flush writes the pending rows' fresh keys and values into the host cache
-// (rows the cache has since lost are skipped): one download of the layers
-// concerned.
+// — one download of the layers concerned — skipping rows the host cache
+// has lost or rewritten since WriteKV (its record no longer marks them
+// current).
 func (p *cudaPass) flush() error {
 	if len(p.pending) == 0 {
 		return nil
@@ -437,11 +438,12 @@ func (p *cudaPass) flush() error {
 	if err != nil {
 		return fmt.Errorf("model: %s: downloading the pass's keys and values: %w", b.name, err)
 	}
+	mirror := &p.kv.mirror
 	for _, w := range p.pending {
 		for j, i := range w.src {
 			r := int(w.dst[j])
-			if r >= p.kv.Len() {
-				continue
+			if mirror.owner != p.cache || !mirror.current(w.l, r) {
+				continue // truncated or rewritten since: the host's row is newer
 			}
 			at := (w.l*p.n0 + i) * kd
 			copy(p.kv.K[w.l][r*kd:(r+1)*kd], sk[at:at+kd])

@@ -528,3 +528,60 @@ func TestCUDABLASPrefillIsTheFloat32Forward(t *testing.T) {
 	}
 	compareLogits(t, "+blas decode step (exact kernels) vs the float32 CPU model", got, want, V, 1e-2)
 }
+
+// TestCUDAPassWithoutLogitsStillReachesTheHost: a pass's fresh keys and
+// values reach the host cache when the pass ends — at Logits, or, for a
+// pass left without it, when the next pass starts — except rows the host
+// truncated and rewrote in between, which keep the host's values.
+func TestCUDAPassWithoutLogitsStillReachesTheHost(t *testing.T) {
+	m := modeltest.New(t, modeltest.Spec{Name: "f32", Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 96, Seed: 8, Weights: kernels.F32})
+	gpu := openCUDA(t, m)
+	c := m.Config
+	tokens := []int32{3, 14, 15, 92, 65, 35, 89, 79}
+	run := func(kv *model.KV, first int) {
+		t.Helper()
+		rows := make([]int, kv.Len()-first)
+		for i := range rows {
+			rows[i] = first + i
+		}
+		p, err := gpu.NewPass(kv, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range c.Layers {
+			if err := p.Layer(l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cpuKV := model.NewKV(c)
+	if _, err := m.Forward(cpuKV, tokens, model.Positions(0, len(tokens)), false); err != nil {
+		t.Fatal(err)
+	}
+	gpuKV := model.NewKV(c)
+	gpuKV.Grow(tokens, model.Positions(0, len(tokens)))
+	run(gpuKV, 0) // no Logits
+	other := model.NewKV(c)
+	other.Grow(tokens[:2], model.Positions(0, 2))
+	run(other, 0) // starting it writes the first pass's rows
+	compareKV(t, gpuKV, cpuKV, 1e-4)
+
+	// Left without Logits, then truncated and recomputed on the CPU: the
+	// next pass must not write the abandoned rows over the CPU's.
+	gpuKV.Truncate(5)
+	gpuKV.Grow([]int32{7, 7, 7}, model.Positions(5, 3))
+	run(gpuKV, 5)
+	gpuKV.Truncate(5)
+	if _, err := m.Forward(gpuKV, []int32{1, 2, 3}, model.Positions(5, 3), false); err != nil {
+		t.Fatal(err)
+	}
+	want := gpuKV.Clone()
+	run(other, 0)
+	for l := range c.Layers {
+		for i := range want.K[l] {
+			if gpuKV.K[l][i] != want.K[l][i] || gpuKV.V[l][i] != want.V[l][i] {
+				t.Fatalf("layer %d element %d: the abandoned pass overwrote the host's row %d", l, i, i/want.KVDim)
+			}
+		}
+	}
+}

@@ -96,6 +96,12 @@ func (m *kvMirror) setCurrent(l, lo, hi int) {
 	}
 }
 
+// current reports whether row r of layer l of the device copy is recorded
+// as equal to the host's.
+func (m *kvMirror) current(l, r int) bool {
+	return l < len(m.cur) && r < len(m.cur[l]) && m.cur[l][r]
+}
+
 // stale calls f for each run [lo, hi) of rows below n that layer l of the
 // device copy lacks, in order, and stops at f's first error.
 func (m *kvMirror) stale(l, n int, f func(lo, hi int) error) error {
