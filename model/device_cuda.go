@@ -64,6 +64,7 @@ type cudaBackend struct {
 	// its end (flush); freshCap is their capacity in float32s.
 	freshK, freshV *cuda.Buffer
 	freshCap       int
+	stage          []float32 // host staging of flush's download, reused
 
 	// Device copies of the host caches used last (devCache), and the
 	// count of bindings, which orders them by use.
@@ -195,8 +196,7 @@ func (b *cudaBackend) Close() error {
 		errs = append(errs, dc.free(b.d))
 	}
 	b.caches = nil
-	b.tier.budget = 0
-	errs = append(errs, b.tier.evict(b.d, 0))
+	errs = append(errs, b.tier.drop(b.d))
 	errs = append(errs, b.d.FreeKeyGroups(b.groups))
 	errs = append(errs, b.d.Close())
 	b.d = nil
@@ -312,8 +312,7 @@ func (b *cudaBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
 		return nil, fmt.Errorf("model: %s: work buffers for %d rows over %d keys: %w", b.name, n, keys, err)
 	}
 	p := &cudaPass{b: b, gen: b.gen, kv: kv, rows: append([]int(nil), rows...), layer: -1, fresh: -1, keptAt: -1, n0: n,
-		hostRows: make([]int32, n), hostPos: make([]int32, n),
-		k: make([]float32, n*c.KVDim()), v: make([]float32, n*c.KVDim())}
+		hostRows: make([]int32, n), hostPos: make([]int32, n)}
 	b.pass = p
 	h := make([]float32, n*c.Dim)
 	rowBytes, _ := b.m.TokenEmbd.Type.RowBytes(c.Dim)
@@ -358,7 +357,7 @@ type cudaPass struct {
 	pending []pendingWrite
 	err     error     // a failed download of FreshK/FreshV, reported by the next step
 	keptAt  int       // the layer of the last Keep (whose device rows it did not compact), or -1
-	k, v    []float32 // fresh keys and values, [N × KVDim]
+	k, v    []float32 // fresh keys and values, [N × KVDim], once loadFresh ran
 }
 
 func (p *cudaPass) N() int                         { return len(p.rows) }
@@ -398,11 +397,13 @@ func (p *cudaPass) loadFresh() {
 		p.fresh = p.layer
 		return
 	}
+	p.k = slices.Grow(p.k[:0], n*kd)[:n*kd]
+	p.v = slices.Grow(p.v[:0], n*kd)[:n*kd]
 	fk, err := b.freshK.View(off, bytes)
 	if err == nil {
 		var fv *cuda.Buffer
 		if fv, err = b.freshV.View(off, bytes); err == nil {
-			err = errors.Join(b.d.DownloadF32(p.k[:n*kd], fk), b.d.DownloadF32(p.v[:n*kd], fv))
+			err = errors.Join(b.d.DownloadF32(p.k, fk), b.d.DownloadF32(p.v, fv))
 		}
 	}
 	if err != nil {
@@ -426,8 +427,8 @@ func (p *cudaPass) flush() error {
 		top = max(top, w.l+1)
 	}
 	floats := top * p.n0 * kd
-	stage := make([]float32, 2*floats)
-	sk, sv := stage[:floats], stage[floats:]
+	b.stage = slices.Grow(b.stage[:0], 2*floats)[:2*floats]
+	sk, sv := b.stage[:floats], b.stage[floats:]
 	fk, err := b.freshK.View(0, int64(floats)*4)
 	if err == nil {
 		var fv *cuda.Buffer

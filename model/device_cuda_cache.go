@@ -65,10 +65,7 @@ func (b *cudaBackend) withRoom(keep *devCache, alloc func() error) error {
 		}
 		switch victim := b.idleCache(keep); {
 		case b.tier.order.Len() > 0:
-			budget := b.tier.budget
-			b.tier.budget = 0
-			err = errors.Join(err, b.tier.evict(b.d, 0))
-			b.tier.budget = budget
+			err = errors.Join(err, b.tier.drop(b.d))
 		case victim != nil:
 			err = errors.Join(err, victim.free(b.d))
 		default:

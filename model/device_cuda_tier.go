@@ -52,14 +52,28 @@ func (t *chunkTier) get(key tierKey) *tierEntry {
 func (t *chunkTier) evict(d *cuda.Device, bytes int64) error {
 	var errs []error
 	for t.order.Len() > 0 && (t.budget <= 0 || t.used+bytes > t.budget) {
-		last := t.order.Back()
-		e := last.Value.(*tierEntry)
-		t.order.Remove(last)
-		delete(t.byKey, e.key)
-		t.used -= e.bytes()
-		errs = append(errs, d.Free(e.k), d.Free(e.v))
+		errs = append(errs, t.dropOldest(d))
 	}
 	return errors.Join(errs...)
+}
+
+// drop frees every entry, whatever the budget.
+func (t *chunkTier) drop(d *cuda.Device) error {
+	var errs []error
+	for t.order.Len() > 0 {
+		errs = append(errs, t.dropOldest(d))
+	}
+	return errors.Join(errs...)
+}
+
+// dropOldest frees the least recently used entry.
+func (t *chunkTier) dropOldest(d *cuda.Device) error {
+	last := t.order.Back()
+	e := last.Value.(*tierEntry)
+	t.order.Remove(last)
+	delete(t.byKey, e.key)
+	t.used -= e.bytes()
+	return errors.Join(d.Free(e.k), d.Free(e.v))
 }
 
 // put uploads k and v as key's entry (asynchronously), evicting to make
