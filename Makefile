@@ -21,11 +21,12 @@ models:
 test: models
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
-	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./kernels/cuda/ ./model/ ./blend/
+	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./kernels/cuda/ ./model/ ./blend/ ./cmd/blendrag/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu ./kernels/cuda/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDA(DeviceCache|BLASPrefill|PassSteps|PassWithoutLogits|ChunkTierYields)' ./model/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAForwardMatchesCPU$$/^q4_1' ./model/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAChunkTier' ./blend/
+	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestBenchEngineProfile' ./cmd/blendrag/
 
 ## run: serve the API and the web UI on $(ADDR) over the store in $(DATA)
 run: models build

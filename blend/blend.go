@@ -141,8 +141,12 @@ type Stats struct {
 	// Result.KV) of the chunk rows recomputed at the last layer.
 	Selected []int
 	// Load is the time spent waiting on the Source; Compute the time spent
-	// computing (shifting keys included).
+	// computing, Place included.
 	Load, Compute time.Duration
+	// Place is the part of Compute spent writing the loaded chunks' KV
+	// into the context: copying, rotating keys to the chunks' places, and
+	// placing them in a device tier.
+	Place time.Duration
 	// DeviceHits is the number of chunks whose KV the backend's device
 	// tier held (Options.ChunkIDs, model.ChunkTier): copied within the
 	// device rather than from host memory.
@@ -407,6 +411,7 @@ func (f *fuser) load(l int) error {
 			}
 		}
 	}
+	f.res.Stats.Place += time.Since(t1)
 	f.res.Stats.Compute += time.Since(t1)
 	return nil
 }

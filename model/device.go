@@ -58,6 +58,36 @@ type ChunkTierStats struct {
 	Bytes, Budget int64 // device bytes held and allowed
 }
 
+// Profiler is implemented by device backends that can time their device
+// work per operation (the CUDA backend), for benchmarks: profiling adds a
+// little host time to every operation.
+type Profiler interface {
+	// StartProfile starts timing the device's operations.
+	StartProfile() error
+	// StopProfile waits for the device and returns the times since
+	// StartProfile.
+	StopProfile() (DeviceProfile, error)
+}
+
+// DeviceProfile is a device's work over a profiled interval: the host's
+// time for the interval (WallMS), the device's time running operations
+// (BusyMS; WallMS − BusyMS is time it waited for the host), and each kind
+// of operation — a kernel by name, "cublas_sgemm", or a copy ("upload",
+// "upload_async", "upload_queued", "download", "copy") — longest first.
+type DeviceProfile struct {
+	WallMS float64    `json:"wall_ms"`
+	BusyMS float64    `json:"busy_ms"`
+	Ops    []DeviceOp `json:"ops"`
+}
+
+// DeviceOp is one kind of operation in a DeviceProfile.
+type DeviceOp struct {
+	Name  string  `json:"name"`
+	Calls int     `json:"calls"`
+	MS    float64 `json:"ms"`              // device time, all calls
+	Bytes int64   `json:"bytes,omitempty"` // moved, for copies
+}
+
 // DefaultChunkTierBytes is the device memory a CUDA backend's chunk tier
 // may hold until SetChunkBudget says otherwise: about 22,000 rows of
 // SmolLM2-135M's K and V over its 30 layers (e.g. 43 chunks of 512 tokens).

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/blendrag/blendrag/kernels"
 	"github.com/blendrag/blendrag/kernels/cuda"
@@ -172,6 +173,23 @@ func (u *uploader) vec(v []float32) *cuda.Buffer {
 func (b *cudaBackend) Device() string { return b.name }
 
 func (b *cudaBackend) Model() *Model { return b.m }
+
+// StartProfile starts timing the backend's device operations (Profiler).
+func (b *cudaBackend) StartProfile() error { return b.d.StartProfile() }
+
+// StopProfile returns the device operations' times since StartProfile.
+func (b *cudaBackend) StopProfile() (DeviceProfile, error) {
+	p, err := b.d.StopProfile()
+	if err != nil {
+		return DeviceProfile{}, err
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	out := DeviceProfile{WallMS: ms(p.Wall), BusyMS: ms(p.Busy), Ops: make([]DeviceOp, len(p.Ops))}
+	for i, op := range p.Ops {
+		out.Ops[i] = DeviceOp{Name: op.Name, Calls: op.Calls, MS: ms(op.Device), Bytes: op.Bytes}
+	}
+	return out, nil
+}
 
 // CacheUploads reports how many cache rows the backend has copied from
 // the host cache to its device copy since it opened, summed over layers.

@@ -141,7 +141,10 @@ func (b *cudaBackend) bindCache(kv *KV) (*devCache, *kvMirror, error) {
 	return dc, kv.claimMirror(dc), nil
 }
 
-// uploadRows copies rows [lo, hi) of layer l of dc's host cache into dc.
+// uploadRows copies rows [lo, hi) of layer l of dc's host cache into dc,
+// queued after the device's earlier work without waiting for it, so the
+// host goes on (e.g. to load the next layer's chunks) while the device
+// computes.
 func (b *cudaBackend) uploadRows(dc *devCache, l, lo, hi int) error {
 	if lo >= hi {
 		return nil
@@ -157,7 +160,7 @@ func (b *cudaBackend) uploadRows(dc *devCache, l, lo, hi int) error {
 	if err != nil {
 		return err
 	}
-	if err := errors.Join(b.d.UploadF32(kb, kv.K[l][lo*kv.KVDim:hi*kv.KVDim]), b.d.UploadF32(vb, kv.V[l][lo*kv.KVDim:hi*kv.KVDim])); err != nil {
+	if err := errors.Join(b.d.UploadF32Queued(kb, kv.K[l][lo*kv.KVDim:hi*kv.KVDim]), b.d.UploadF32Queued(vb, kv.V[l][lo*kv.KVDim:hi*kv.KVDim])); err != nil {
 		return err
 	}
 	b.uploadedRows += int64(hi - lo)

@@ -162,7 +162,7 @@ func (b *cudaBackend) PlaceChunk(kv *KV, l, row int, id string, k, v []float32, 
 		s.run("copy keys", func() error { return b.d.Copy(dk, e.k, bytes) })
 		s.run("copy values", func() error { return b.d.Copy(dv, e.v, bytes) })
 	} else {
-		s.run("upload", func() error { return errors.Join(b.d.UploadF32(dk, k), b.d.UploadF32(dv, v)) })
+		s.run("upload", func() error { return errors.Join(b.d.UploadF32Queued(dk, k), b.d.UploadF32Queued(dv, v)) })
 	}
 	if delta != 0 {
 		s.run("shift keys", func() error { return b.d.RoPEShift(dk, b.rope, n, c.KVHeads, delta) })

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/blendrag/blendrag/model"
 )
 
 //go:embed bench_llamacpp.py
@@ -33,6 +35,16 @@ type engineRun struct {
 	DecodeTokS   float64        `json:"decode_tok_s"`
 	LlamaCpp     *llamaCppBench `json:"llamacpp,omitempty"`
 	HF           *hfBench       `json:"hf,omitempty"`
+	// Profile is the device's time per operation in one extra, untimed
+	// prefill and decode (--profile-device).
+	Profile *engineProfile `json:"device_profile,omitempty"`
+}
+
+// engineProfile is a device backend's profile of one prefill and of the
+// decode steps after it.
+type engineProfile struct {
+	Prefill model.DeviceProfile `json:"prefill"`
+	Decode  model.DeviceProfile `json:"decode"`
 }
 
 // engineResult is the JSON that `bench engine` prints: the flat fields are

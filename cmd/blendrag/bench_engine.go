@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 	"slices"
@@ -27,7 +28,7 @@ func engineBenchCommand() *cobra.Command {
 	var ef engineFlags
 	var promptLen, decodeLen, rounds, maxPrompt int
 	var lengths, refPython, hfPython, cpuProfile string
-	var asJSON bool
+	var asJSON, profileDevice bool
 	engine := &cobra.Command{
 		Use:   "engine",
 		Short: "Prefill and decode tokens/s of the generator at several prompt lengths",
@@ -88,6 +89,12 @@ func engineBenchCommand() *cobra.Command {
 					}
 					run.PrefillTokS = max(run.PrefillTokS, pre)
 					run.DecodeTokS = max(run.DecodeTokS, dec)
+				}
+				if profileDevice {
+					if run.Profile, err = profileOnce(be, m.Config, ids, decodeLen); err != nil {
+						return err
+					}
+					printProfile(cmd.ErrOrStderr(), n, run.Profile)
 				}
 				if refPython != "" {
 					ref, err := runLlamaCpp(refPython, path, ids, decodeLen, m.Threads(), rr)
@@ -162,8 +169,60 @@ func engineBenchCommand() *cobra.Command {
 	engine.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	engine.Flags().StringVar(&refPython, "llamacpp-python", "", "Python with llama-cpp-python: also measure llama.cpp in this run")
 	engine.Flags().StringVar(&hfPython, "hf-python", "", "Python with torch, transformers and gguf: also measure HF transformers on the same GGUF and device in this run")
+	engine.Flags().BoolVar(&profileDevice, "profile-device", false, "device backends: after each length's timed rounds, profile one more prefill and decode (device time per kernel and copy; JSON device_profile)")
 	engine.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of blendrag's runs to this file")
 	return engine
+}
+
+// profileOnce runs benchOnce's prefill and decode once more on be, each
+// under a device profile.
+func profileOnce(be model.Backend, c model.Config, ids []int32, decodeLen int) (*engineProfile, error) {
+	pr, ok := be.(model.Profiler)
+	if !ok {
+		return nil, fmt.Errorf("--profile-device: device %s cannot profile its work", be.Device())
+	}
+	var out engineProfile
+	kv := model.NewKV(c)
+	if err := pr.StartProfile(); err != nil {
+		return nil, err
+	}
+	logits, err := be.Forward(kv, ids, model.Positions(0, len(ids)), false)
+	if err != nil {
+		return nil, fmt.Errorf("profiled prefill of %d tokens: %w", len(ids), err)
+	}
+	if out.Prefill, err = pr.StopProfile(); err != nil {
+		return nil, err
+	}
+	if err := pr.StartProfile(); err != nil {
+		return nil, err
+	}
+	for i := 0; i < decodeLen; i++ {
+		if logits, err = be.Forward(kv, []int32{model.Argmax(logits)}, []int32{model.NextPos(kv)}, false); err != nil {
+			return nil, fmt.Errorf("profiled decode: %w", err)
+		}
+	}
+	if out.Decode, err = pr.StopProfile(); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// printProfile writes the leading operations of a length's profile.
+func printProfile(w io.Writer, n int, p *engineProfile) {
+	for _, ph := range []struct {
+		name string
+		p    model.DeviceProfile
+	}{{"prefill", p.Prefill}, {"decode", p.Decode}} {
+		fmt.Fprintf(w, "  profile, %d tokens, %s: wall %.2f ms, device busy %.2f ms\n", n, ph.name, ph.p.WallMS, ph.p.BusyMS)
+		printDeviceOps(w, ph.p.Ops)
+	}
+}
+
+// printDeviceOps writes a profile's eight longest operations.
+func printDeviceOps(w io.Writer, ops []model.DeviceOp) {
+	for _, op := range ops[:min(len(ops), 8)] {
+		fmt.Fprintf(w, "    %-22s %6d calls %9.3f ms\n", op.Name, op.Calls, op.MS)
+	}
 }
 
 // benchLengths parses --lengths into sorted distinct prompt lengths that

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -53,6 +54,9 @@ type blendModeRecord struct {
 	// mode): the context assembled on the device must be as faithful.
 	TTFTDeviceMS float64 `json:"ttft_device_ms,omitempty"`
 	DeviceKL     float64 `json:"device_kl,omitempty"`
+	// Profile is the device's time per operation in one more, untimed
+	// prefill (--profile-device; the first question evaluated only).
+	Profile *blendProfile `json:"device_profile,omitempty"`
 	// RowLayers is the number of (row, layer) pairs the prefill computed.
 	RowLayers int `json:"row_layers"`
 	// Selection describes the chunk rows CacheBlend recomputed (cacheblend
@@ -247,6 +251,7 @@ type evalBlendFlags struct {
 	checkLayer int
 	maxContext int
 	json       bool
+	profile    bool
 }
 
 // addEvalBlendCommand registers `eval blend` under eval.
@@ -278,6 +283,7 @@ func addEvalBlendCommand(eval *cobra.Command) {
 	f.IntVar(&fl.checkLayer, "check-layer", 0, "CacheBlend's check layer, where it selects its rows (0 = the default, 1)")
 	f.IntVar(&fl.maxContext, "max-context", 0, "cap the context budget at N tokens (0 = the model's context length)")
 	f.BoolVar(&fl.json, "json", false, "print the summary as JSON")
+	f.BoolVar(&fl.profile, "profile-device", false, "device backends: on the first question evaluated, profile one more, untimed prefill per mode (and per chunk tier) — device time per kernel and copy, in the record's device_profile")
 	cmd.MarkFlagRequired("dataset")
 	eval.AddCommand(cmd)
 }
@@ -335,6 +341,12 @@ func runEvalBlend(cmd *cobra.Command, fl *evalBlendFlags) error {
 		return err
 	}
 	r.be = be
+	if fl.profile {
+		if r.profiler, _ = be.(model.Profiler); r.profiler == nil {
+			return fmt.Errorf("--profile-device: device %s cannot profile its work", be.Device())
+		}
+		r.profileLog = cmd.ErrOrStderr()
+	}
 	r.gradual = fl.gradual
 	r.checkLayer = fl.checkLayer
 	done := map[int]blendRecord{}
@@ -397,7 +409,9 @@ type blendRunner struct {
 	budget     int // context rows available to P, chunks and Q, before the answer
 	fp         string
 	gen        model.GenerateOptions
-	be         model.Backend // --device: chunk encoding, prefill and decode (nil: the CPU)
+	be         model.Backend  // --device: chunk encoding, prefill and decode (nil: the CPU)
+	profiler   model.Profiler // --profile-device: be, until one question is profiled
+	profileLog io.Writer
 }
 
 func newBlendRunner(m *model.Model, modes []blend.Mode, ratio float64, maxContext int) (*blendRunner, error) {
@@ -555,6 +569,12 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 		if mode == blend.ModeCacheBlend {
 			mr.Selection = newBlendSelection(seg, res.Stats.Selected)
 		}
+		if r.profiler != nil {
+			mr.Profile = &blendProfile{}
+			if mr.Profile.RAM, err = r.profilePrefill(ctx, seg, src, opt, string(mode)+", chunk KV in host RAM"); err != nil {
+				return rec, err
+			}
+		}
 		if tier != nil && mode != blend.ModeFull {
 			// Again with the chunks in the GPU's tier (the first such
 			// prefill of the question puts them there, untimed).
@@ -575,10 +595,55 @@ func (r *blendRunner) question(ctx context.Context, idx int, it evalItem) (blend
 				return rec, fmt.Errorf("%s prefill from the device tier: %d of %d chunks were in it (its budget, model.DefaultChunkTierBytes, is too small)", mode, dres.Stats.DeviceHits, len(seg.Chunks))
 			}
 			mr.DeviceKL = blend.KL(fullLogits, dres.Logits)
+			if r.profiler != nil {
+				if mr.Profile.Tier, err = r.profilePrefill(ctx, seg, src, opt, string(mode)+", chunk KV in the device tier"); err != nil {
+					return rec, err
+				}
+			}
 		}
 		rec.Modes[string(mode)] = mr
 	}
+	r.profiler = nil // one question is enough
 	return rec, nil
+}
+
+// blendProfile is one mode's profiled prefills: with the chunks' KV in
+// host RAM, and in the device's chunk tier.
+type blendProfile struct {
+	RAM  *prefillProfile `json:"ram"`
+	Tier *prefillProfile `json:"tier,omitempty"`
+}
+
+// prefillProfile is one untimed prefill under a device profile: its wall
+// time, blend's own split of it (Stats: waiting on the source, placing
+// the chunks' KV, computing — placing included) and the device's time per
+// operation.
+type prefillProfile struct {
+	WallMS    float64             `json:"wall_ms"`
+	LoadMS    float64             `json:"load_ms"`
+	PlaceMS   float64             `json:"place_ms"`
+	ComputeMS float64             `json:"compute_ms"`
+	Device    model.DeviceProfile `json:"device"`
+}
+
+// profilePrefill runs one more prefill of seg with opt under a device
+// profile and logs its leading operations as what.
+func (r *blendRunner) profilePrefill(ctx context.Context, seg blend.Segments, src blend.Source, opt blend.Options, what string) (*prefillProfile, error) {
+	if err := r.profiler.StartProfile(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := blend.Prefill(ctx, r.m, seg, r.prefixKV, src, opt)
+	wall := time.Since(start)
+	dp, perr := r.profiler.StopProfile()
+	if err = errors.Join(err, perr); err != nil {
+		return nil, fmt.Errorf("profiled prefill (%s): %w", what, err)
+	}
+	p := &prefillProfile{WallMS: ms(wall), LoadMS: ms(res.Stats.Load), PlaceMS: ms(res.Stats.Place), ComputeMS: ms(res.Stats.Compute), Device: dp}
+	fmt.Fprintf(r.profileLog, "profile %s: wall %.1f ms (load %.1f, place %.1f, compute %.1f); device busy %.1f ms\n",
+		what, p.WallMS, p.LoadMS, p.PlaceMS, p.ComputeMS, dp.BusyMS)
+	printDeviceOps(r.profileLog, dp.Ops)
+	return p, nil
 }
 
 // forcedAgreement counts the tokens of ref that res's context ranks top-1

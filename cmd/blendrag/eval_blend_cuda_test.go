@@ -21,9 +21,14 @@ import (
 // device rotates moved chunks' keys itself, a few ulp from the CPU's
 // rotation; blend's TestCUDAChunkTierAssemblesTheContextOnTheDevice
 // compares the logits themselves). Full has no device-tier figure.
+//
+// With --profile-device each mode's record also holds its device
+// operations in one more prefill per tier, and they tell the tiers apart:
+// with the chunks in host RAM their rows are uploaded; from the device tier
+// the same bytes are copied within the device instead.
 func TestEvalBlendOnCUDARecordsTheDeviceTier(t *testing.T) {
 	stdout, out := runEval(t, modeltest.Spec{Layers: 2, Dim: 64, Heads: 4, KVHeads: 2, FFN: 128, Context: 512, Weights: kernels.F32, Seed: 5},
-		"blend", "--device", "cuda", "--threads", "2", "--modes", "reuse", "--json")
+		"blend", "--device", "cuda", "--threads", "2", "--modes", "reuse", "--profile-device", "--json")
 	recs, err := readBlendRecords(out)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("records %+v (err %v), want 1", recs, err)
@@ -46,6 +51,29 @@ func TestEvalBlendOnCUDARecordsTheDeviceTier(t *testing.T) {
 	}
 	if r := sum.Modes["reuse"]; !(r.TTFTDeviceP50MS > 0) || !(r.SpeedupDevice > 0) {
 		t.Errorf("reuse summary %+v has no device-tier TTFT", r)
+	}
+
+	bytesOf := func(p *prefillProfile, name string) int64 {
+		for _, op := range p.Device.Ops {
+			if op.Name == name {
+				return op.Bytes
+			}
+		}
+		return 0
+	}
+	full, reuse := recs[0].Modes["full"].Profile, recs[0].Modes["reuse"].Profile
+	if full == nil || full.RAM == nil || full.Tier != nil || reuse == nil || reuse.RAM == nil || reuse.Tier == nil {
+		t.Fatalf("profiles: full %+v, reuse %+v; want RAM for both and the tier for reuse only", full, reuse)
+	}
+	uploaded := bytesOf(reuse.RAM, "upload_queued") - bytesOf(reuse.Tier, "upload_queued")
+	copied := bytesOf(reuse.Tier, "copy") - bytesOf(reuse.RAM, "copy")
+	if uploaded <= 0 || uploaded != copied {
+		t.Errorf("reuse: the RAM run uploads %d bytes more than the tier run, which copies %d more: want the same, > 0", uploaded, copied)
+	}
+	for _, p := range []*prefillProfile{full.RAM, reuse.RAM, reuse.Tier} {
+		if !(p.WallMS > 0) || !(p.Device.BusyMS > 0) || p.PlaceMS > p.ComputeMS {
+			t.Errorf("profile %+v: want wall and busy time, place within compute", p)
+		}
 	}
 }
 

@@ -20,7 +20,9 @@ func (d *Device) Copy(dst, src *Buffer, bytes int64) error {
 	if bytes == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return d.drv.dtod(dst.ptr, src.ptr, bytes) }); err != nil {
+	if err := d.do(func() error {
+		return d.timedCopy("copy", bytes, func() error { return d.drv.dtod(dst.ptr, src.ptr, bytes) })
+	}); err != nil {
 		return fmt.Errorf("cuda: device copy of %d bytes: %w", bytes, err)
 	}
 	return nil
@@ -34,15 +36,33 @@ func (d *Device) Copy(dst, src *Buffer, bytes int64) error {
 // or written by work queued before the call — a freshly allocated buffer
 // is the intended use.
 func (d *Device) UploadF32Async(dst *Buffer, src []float32) error {
+	return d.uploadStaged("asynchronous upload", "upload_async", dst, src, d.drv.htodAsync)
+}
+
+// UploadF32Queued copies src into the start of dst in order with the
+// device's other work — after the kernels and copies queued before it,
+// before those queued after — like UploadF32, but without waiting for the
+// work queued before it: the host goes on as soon as src is staged (in
+// pinned memory, on a GPU), and src may be reused when it returns. A copy
+// larger than the staging memory (64 MiB) waits as UploadF32 does.
+func (d *Device) UploadF32Queued(dst *Buffer, src []float32) error {
+	return d.uploadStaged("queued upload", "upload_queued", dst, src, d.drv.htodQueued)
+}
+
+// uploadStaged checks and runs one of the driver's staged uploads, htod,
+// named what in errors and op in profiles.
+func (d *Device) uploadStaged(what, op string, dst *Buffer, src []float32, htod func(dst uintptr, src unsafe.Pointer, n int64) error) error {
 	n := int64(len(src)) * 4
 	if dst == nil || n > dst.size {
-		return fmt.Errorf("cuda: asynchronous upload of %d bytes into a buffer of %d: %w", n, sizeOf(dst), kernels.ErrShape)
+		return fmt.Errorf("cuda: %s of %d bytes into a buffer of %d: %w", what, n, sizeOf(dst), kernels.ErrShape)
 	}
 	if n == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return d.drv.htodAsync(dst.ptr, unsafe.Pointer(&src[0]), n) }); err != nil {
-		return fmt.Errorf("cuda: asynchronous upload (%d bytes): %w", n, err)
+	if err := d.do(func() error {
+		return d.timedCopy(op, n, func() error { return htod(dst.ptr, unsafe.Pointer(&src[0]), n) })
+	}); err != nil {
+		return fmt.Errorf("cuda: %s (%d bytes): %w", what, n, err)
 	}
 	return nil
 }

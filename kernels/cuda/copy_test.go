@@ -78,3 +78,66 @@ func TestUploadF32AsyncIsSeenByLaterWork(t *testing.T) {
 		t.Errorf("uploading 2 floats into a 1-float buffer: %v, want ErrShape", err)
 	}
 }
+
+// TestUploadF32QueuedKeepsTheDeviceOrder: a queued upload into a buffer
+// that earlier kernels and copies read does not overtake them, later work
+// sees the new data, and the host may rewrite the source at once — over
+// more data in all than the staging memory holds.
+func TestUploadF32QueuedKeepsTheDeviceOrder(t *testing.T) {
+	d := openDevice(t)
+	const (
+		n      = 4 << 20 // floats: 16 MiB per upload
+		rounds = 6
+		added  = 4096 // floats the kernel reads (the emulation is slow)
+	)
+	pattern := func(i, j int) float32 { return float32(i + j%7) }
+	src := make([]float32, n)
+	b := devF32s(t, d, src)
+	acc := devF32s(t, d, src[:added])
+	var snaps []*Buffer
+	for i := range rounds {
+		snap, err := d.Alloc(n * 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Free(snap) })
+		snaps = append(snaps, snap)
+		if err := d.Copy(snap, b, n*4); err != nil { // reads the previous upload
+			t.Fatal(err)
+		}
+		if err := d.Add(acc, b, added); err != nil { // so does this kernel
+			t.Fatal(err)
+		}
+		for j := range src {
+			src[j] = pattern(i, j)
+		}
+		if err := d.UploadF32Queued(b, src); err != nil {
+			t.Fatal(err)
+		}
+		clear(src) // the host reuses its slice at once
+	}
+	if err := d.Add(acc, b, added); err != nil { // sees the last upload
+		t.Fatal(err)
+	}
+	for i, snap := range snaps {
+		got := download(t, d, snap, n)
+		for j := range got {
+			if want := pattern(i-1, j); (i == 0 && got[j] != 0) || (i > 0 && got[j] != want) {
+				t.Fatalf("copy %d, float %d: %v, want the upload before it", i, j, got[j])
+			}
+		}
+	}
+	got := download(t, d, acc, added)
+	for j := range got {
+		var want float32
+		for i := range rounds {
+			want += pattern(i, j)
+		}
+		if got[j] != want {
+			t.Fatalf("acc[%d] = %v, want %v", j, got[j], want)
+		}
+	}
+	if err := d.UploadF32Queued(b, make([]float32, n+1)); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("queued upload larger than the buffer: %v, want ErrShape", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -144,7 +145,14 @@ func (drv *driver) htod(dst uintptr, src unsafe.Pointer, n int64) error {
 // after it on the default stream sees the data. dst must not be in use by
 // work queued before.
 func (drv *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
-	return drv.stage.upload(dst, src, n)
+	return drv.stage.upload(dst, src, n, false)
+}
+
+// htodQueued queues a copy of n bytes at src to dst on the default stream,
+// after the work queued before it, without waiting for that work: src may
+// be reused when it returns.
+func (drv *driver) htodQueued(dst uintptr, src unsafe.Pointer, n int64) error {
+	return drv.stage.upload(dst, src, n, true)
 }
 
 func (drv *driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
@@ -158,6 +166,22 @@ func (drv *driver) dtod(dst, src uintptr, n int64) error {
 }
 
 func (drv *driver) sync() error { return cu.Synchronize() }
+
+// profEvent is a timing event of the profiler (profile.go).
+type profEvent = cu.Event
+
+func (drv *driver) newEvent() (profEvent, error) { return cu.MakeEvent(cu.DefaultEvent) }
+
+// record queues e on the default stream.
+func (drv *driver) record(e profEvent) error { return e.Record(cu.Stream{}) }
+
+// elapsed is the GPU time between two recorded events that have completed.
+func (drv *driver) elapsed(a, b profEvent) (time.Duration, error) {
+	ms, err := a.Elapsed(b)
+	return time.Duration(ms * float64(time.Millisecond)), err
+}
+
+func (drv *driver) freeEvent(e profEvent) error { return cu.DestroyEvent(&e) }
 
 // launch queues kernel k on the default stream.
 func (drv *driver) launch(k kernel, gx, gy, block, shared int, a *args) error {

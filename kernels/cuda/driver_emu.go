@@ -10,6 +10,7 @@ import "C"
 import (
 	_ "embed"
 	"fmt"
+	"time"
 	"unsafe"
 )
 
@@ -72,6 +73,11 @@ func (d *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
 	return d.htod(dst, src, n)
 }
 
+// htodQueued is htod: emulated work finishes before the call returns.
+func (d *driver) htodQueued(dst uintptr, src unsafe.Pointer, n int64) error {
+	return d.htod(dst, src, n)
+}
+
 func (*driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
 	C.emu_copy_out(dst, C.uint64_t(src), C.size_t(n))
 	return nil
@@ -83,6 +89,22 @@ func (*driver) dtod(dst, src uintptr, n int64) error {
 }
 
 func (*driver) sync() error { return nil }
+
+// profEvent is a timing event of the profiler (profile.go): in the
+// emulation, where every operation finishes before it returns, the host
+// clock when it was recorded.
+type profEvent = *time.Time
+
+func (*driver) newEvent() (profEvent, error) { return new(time.Time), nil }
+
+func (*driver) record(e profEvent) error {
+	*e = time.Now()
+	return nil
+}
+
+func (*driver) elapsed(a, b profEvent) (time.Duration, error) { return b.Sub(*a), nil }
+
+func (*driver) freeEvent(profEvent) error { return nil }
 
 func (*driver) launch(k kernel, gx, gy, block, shared int, a *args) error {
 	if rc := C.emu_launch(C.int(k), C.int(gx), C.int(gy), C.int(block), C.int(shared), (*C.uint64_t)(unsafe.Pointer(&a.v[0]))); rc != 0 {

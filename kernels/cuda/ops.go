@@ -122,7 +122,7 @@ func (d *Device) quantize(dst, x *Buffer, q81 bool, nblocks int) error {
 	}
 	const threads = 256
 	a := new(args).buf(x).buf(dst).i32(nblocks).i32(flag)
-	if err := d.drv.launch(kQuantQ8, ceilDiv(nblocks*32, threads), 1, threads, 0, a); err != nil {
+	if err := d.launch(kQuantQ8, ceilDiv(nblocks*32, threads), 1, threads, 0, a); err != nil {
 		return fmt.Errorf("cuda: quant_q8: %w", err)
 	}
 	return nil
@@ -152,7 +152,7 @@ func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 				k = kMMF16
 			}
 			a := new(args).buf(m.buf).buf(x).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-			if err := d.drv.launch(k, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
+			if err := d.launch(k, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
 				return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 			}
 			return nil
@@ -173,7 +173,7 @@ func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 			k = kMMQ8_0
 		}
 		a := new(args).buf(m.buf).buf(d.acts).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-		if err := d.drv.launch(k, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
+		if err := d.launch(k, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
 			return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 		}
 		return nil
@@ -200,7 +200,7 @@ func (d *Device) MatMulBLAS(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 		return err
 	}
 	return d.do(func() error {
-		if err := d.drv.sgemm(m.Rows, m.Cols, n, m.buf.ptr, x.ptr, dst.ptr); err != nil {
+		if err := d.sgemm(m.Rows, m.Cols, n, m.buf.ptr, x.ptr, dst.ptr); err != nil {
 			return fmt.Errorf("cuda: cuBLAS SGEMM: %w", err)
 		}
 		return nil
@@ -226,7 +226,7 @@ func (d *Device) RMSNorm(dst, x, w *Buffer, n, dim int, eps float32) error {
 	}
 	return d.do(func() error {
 		a := new(args).buf(dst).buf(x).buf(w).i32(dim).f32(eps)
-		if err := d.drv.launch(kRMSNorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
+		if err := d.launch(kRMSNorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rmsnorm: %w", err)
 		}
 		return nil
@@ -296,7 +296,7 @@ func (d *Device) rope(x *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads int) err
 	}
 	return d.do(func() error {
 		a := new(args).buf(x).buf(pos).i32(delta).buf(r.theta).i32(nHeads).i32(r.headDim).i32(neox)
-		if err := d.drv.launch(kRoPE, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
+		if err := d.launch(kRoPE, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rope: %w", err)
 		}
 		return nil
@@ -437,7 +437,7 @@ func (d *Device) Attend(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys int,
 		}
 		a := new(args).buf(out).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).buf(of).buf(temp).buf(lse).
 			i32(nGroups).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).buf(d.scores)
-		if err := d.drv.launch(kAttend, nQ, sh.Heads, attThreads, 0, a); err != nil {
+		if err := d.launch(kAttend, nQ, sh.Heads, attThreads, 0, a); err != nil {
 			return fmt.Errorf("cuda: attention: %w", err)
 		}
 		return nil
@@ -477,13 +477,13 @@ func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys
 			rows := ftThreads / (sh.Heads / sh.KVHeads)
 			a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).
 				i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nPart)
-			if err := d.drv.launch(kAttendTile, ceilDiv(nQ, rows), sh.KVHeads*nPart, ftThreads, 0, a); err != nil {
+			if err := d.launch(kAttendTile, ceilDiv(nQ, rows), sh.KVHeads*nPart, ftThreads, 0, a); err != nil {
 				return fmt.Errorf("cuda: tiled attention: %w", err)
 			}
 		} else {
 			a := new(args).buf(d.scores).buf(q).buf(keys).buf(vals).buf(keyPos).buf(qPos).buf(of).buf(temp).buf(pairs).
 				i32(nQ).i32(nKeys).i32(sh.Heads).i32(sh.KVHeads).i32(sh.HeadDim).f32(scale).i32(nPart)
-			if err := d.drv.launch(kAttendSplit, ceilDiv(nQ, faWarps), sh.KVHeads*nPart, faWarps*32, 0, a); err != nil {
+			if err := d.launch(kAttendSplit, ceilDiv(nQ, faWarps), sh.KVHeads*nPart, faWarps*32, 0, a); err != nil {
 				return fmt.Errorf("cuda: attention: %w", err)
 			}
 		}
@@ -491,13 +491,13 @@ func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys
 		blocks := ceilDiv(nQ*sh.Heads*sh.HeadDim, threads)
 		if g == nil {
 			c := new(args).buf(out).buf(d.scores).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nPart)
-			if err := d.drv.launch(kAttendCombine, blocks, 1, threads, 0, c); err != nil {
+			if err := d.launch(kAttendCombine, blocks, 1, threads, 0, c); err != nil {
 				return fmt.Errorf("cuda: attention combine: %w", err)
 			}
 			return nil
 		}
 		c := new(args).buf(out).buf(d.scores).buf(pairs).buf(lse).i32(nQ).i32(sh.Heads).i32(sh.HeadDim).i32(nPart).i32(g.n)
-		if err := d.drv.launch(kAttendCombineGroups, blocks, 1, threads, 0, c); err != nil {
+		if err := d.launch(kAttendCombineGroups, blocks, 1, threads, 0, c); err != nil {
 			return fmt.Errorf("cuda: attention combine: %w", err)
 		}
 		return nil
@@ -531,12 +531,12 @@ func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32
 		if err := d.grow(&d.rows, int64(n)*4); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
-		if err := d.drv.htod(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4); err != nil {
+		if err := d.timedCopy("upload", int64(n)*4, func() error { return d.drv.htod(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4) }); err != nil {
 			return fmt.Errorf("cuda: scatter: uploading row indices: %w", err)
 		}
 		const threads = 256
 		a := new(args).buf(dst).buf(src).buf(d.rows).i32(n).i32(width)
-		if err := d.drv.launch(kScatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
+		if err := d.launch(kScatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
 		return nil
@@ -568,7 +568,7 @@ func (d *Device) elementwise(name string, k kernel, count int, bufs ...*Buffer) 
 	a.i64(int64(count))
 	return d.do(func() error {
 		const threads = 256
-		if err := d.drv.launch(k, ceilDiv(count, threads), 1, threads, 0, a); err != nil {
+		if err := d.launch(k, ceilDiv(count, threads), 1, threads, 0, a); err != nil {
 			return fmt.Errorf("cuda: %s: %w", name, err)
 		}
 		return nil

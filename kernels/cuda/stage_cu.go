@@ -40,8 +40,10 @@ type staged struct {
 	ev     cu.Event
 }
 
-// upload queues a copy of n bytes at src to dst.
-func (s *stager) upload(dst uintptr, src unsafe.Pointer, n int64) error {
+// upload queues a copy of n bytes at src to dst: on the copy stream, or
+// with ordered on the default stream itself, after the work queued there
+// before it.
+func (s *stager) upload(dst uintptr, src unsafe.Pointer, n int64, ordered bool) error {
 	if n > stageBytes {
 		return cu.MemcpyHtoD(cu.DevicePtr(dst), src, n)
 	}
@@ -69,7 +71,11 @@ func (s *stager) upload(dst uintptr, src unsafe.Pointer, n int64) error {
 		s.events = append(s.events, c.ev)
 	}
 	copy(unsafe.Slice((*byte)(unsafe.Add(s.base, off)), n), unsafe.Slice((*byte)(src), n))
-	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(dst), unsafe.Add(s.base, off), n, s.stream); err != nil {
+	stream := s.stream
+	if ordered {
+		stream = cu.Stream{}
+	}
+	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(dst), unsafe.Add(s.base, off), n, stream); err != nil {
 		return err
 	}
 	var ev cu.Event
@@ -81,11 +87,13 @@ func (s *stager) upload(dst uintptr, src unsafe.Pointer, n int64) error {
 			return fmt.Errorf("copy event: %w", err)
 		}
 	}
-	if err := ev.Record(s.stream); err != nil {
+	if err := ev.Record(stream); err != nil {
 		return err
 	}
-	if err := (cu.Stream{}).Wait(ev, 0); err != nil { // the default stream waits for the copy
-		return err
+	if !ordered {
+		if err := (cu.Stream{}).Wait(ev, 0); err != nil { // the default stream waits for the copy
+			return err
+		}
 	}
 	s.inflight = append(s.inflight, staged{off: off, n: n, ev: ev})
 	s.head = off + n

@@ -2,7 +2,8 @@
 # GPU host, run 2 on the same machine as run 1 (see prepare.sh): join the
 # model and stash it (and the dataset) for run 3, then the SmolLM2 parity
 # test and bench engine against HF transformers on the same GPU, for the
-# exact kernels (cuda) and cuBLAS prefill (cuda+blas). Results go to $OUT.
+# exact kernels (cuda) and cuBLAS prefill (cuda+blas), each with a device
+# profile per length (untimed extra runs). Results go to $OUT.
 R=$(pwd)
 O=${OUT:-/tmp/gpucheck-out}
 mkdir -p "$O"
@@ -21,8 +22,9 @@ for dev in cuda+blas cuda; do
 	hf="--hf-python python3"
 	[ "$dev" = cuda ] && hf=""
 	timeout 170 /tmp/br/blendrag bench engine --device $dev --models /tmp/models $hf \
-		--lengths 128,512,2048,max --max-prompt 6144 --decode-tokens 32 --rounds 2 --json > "$O/engine-$dev.json" 2> "$O/engine-$dev.err"
+		--lengths 128,512,2048,max --max-prompt 6144 --decode-tokens 32 --rounds 2 --profile-device --json > "$O/engine-$dev.json" 2> "$O/engine-$dev.err"
 	echo "engine $dev rc=$?"
 	grep -E "^(blendrag|hf)" "$O/engine-$dev.err"
+	grep -A4 -E "profile, (2048|6144) tokens" "$O/engine-$dev.err"
 done
 grep -E "^(--- |ok|FAIL)|_test.go:[0-9]+" "$O/smollm2.log" | cut -c1-300
