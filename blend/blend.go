@@ -386,21 +386,15 @@ func (f *fuser) load(l int) error {
 	}
 	t1 := time.Now()
 	d := f.kv.KVDim
-	c := f.m.Config
 	for i := 0; i < n; i++ {
 		lo, hi := f.chunkStart[i]*d, f.chunkStart[i+1]*d
 		if len(k[i]) != hi-lo || len(v[i]) != hi-lo {
 			return fmt.Errorf("blend: chunk %d at layer %d has %d keys and %d values, want %d rows × %d", i, l, len(k[i]), len(v[i]), (hi-lo)/d, d)
 		}
-		dstK := f.kv.K[l][lo:hi]
-		copy(dstK, k[i])
-		copy(f.kv.V[l][lo:hi], v[i])
+	}
+	f.place(l, k, v)
+	for i := 0; i < n; i++ {
 		f.kv.ChangedLayer(l, f.chunkStart[i], f.chunkStart[i+1])
-		if sh := f.shifts[i]; sh.cos != nil {
-			for r := 0; r < len(dstK); r += d {
-				f.rope.Rotate(dstK[r:r+d], c.KVHeads, sh.cos, sh.sin)
-			}
-		}
 		if f.tier != nil {
 			hit, err := f.tier.PlaceChunk(f.kv, l, f.chunkStart[i], f.opt.ChunkIDs[i], k[i], v[i], f.shifts[i].delta)
 			if err != nil {
@@ -414,6 +408,34 @@ func (f *fuser) load(l int) error {
 	f.res.Stats.Place += time.Since(t1)
 	f.res.Stats.Compute += time.Since(t1)
 	return nil
+}
+
+// place copies every chunk's layer-l keys and values (k[i], v[i]: whole
+// rows, checked by load) into the context's rows of that chunk and rotates
+// the keys of moved chunks to their place, in parallel over blocks of rows
+// on the model's worker pool (which is idle between layers).
+func (f *fuser) place(l int, k, v [][]float32) {
+	d, heads := f.kv.KVDim, f.m.Config.KVHeads
+	first, end := f.chunkStart[0], f.chunkStart[len(f.chunkStart)-1]
+	const block = 64 // rows per piece of work
+	f.m.Pool().Run((end-first+block-1)/block, func(b0, b1 int) {
+		lo, hi := first+b0*block, min(first+b1*block, end)
+		for i := range k {
+			cs, ce := f.chunkStart[i], f.chunkStart[i+1]
+			a, b := max(lo, cs), min(hi, ce)
+			if a >= b {
+				continue
+			}
+			dstK := f.kv.K[l][a*d : b*d]
+			copy(dstK, k[i][(a-cs)*d:(b-cs)*d])
+			copy(f.kv.V[l][a*d:b*d], v[i][(a-cs)*d:(b-cs)*d])
+			if sh := f.shifts[i]; sh.cos != nil {
+				for r := 0; r < len(dstK); r += d {
+					f.rope.Rotate(dstK[r:r+d], heads, sh.cos, sh.sin)
+				}
+			}
+		}
+	})
 }
 
 // questionOnly computes only the question rows over the loaded chunk KV
