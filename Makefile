@@ -15,18 +15,16 @@ build:
 models:
 	$(GO) run ./cmd/blendrag model pull
 
-## test: vet and run every test (the tests need the models), then the CUDA
-## backend's kernel parity tests and its cache, cuBLAS-path and chunk-tier
-## tests in the CPU emulation of the kernels (cgo, g++ ≥ 11; no GPU needed)
+## test: vet and run every test (the tests need the models), then every CUDA
+## test (kernel parity, the model's and blend's parity with the CPU, the
+## default model's logits, the server, bench and eval on the device) in the
+## CPU emulation of the kernels (cgo, g++ ≥ 11; no GPU needed)
 test: models
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
-	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./kernels/cuda/ ./model/ ./blend/ ./cmd/blendrag/
+	CGO_ENABLED=1 $(GO) vet -tags cudaemu ./kernels/cuda/ ./model/ ./blend/ ./cmd/blendrag/ ./server/
 	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu ./kernels/cuda/
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDA(DeviceCache|BLASPrefill|PassSteps|PassWithoutLogits|ChunkTierYields)' ./model/
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAForwardMatchesCPU$$/^q4_1' ./model/
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestCUDAChunkTier' ./blend/
-	CGO_ENABLED=1 $(GO) test -count=1 -timeout 10m -tags cudaemu -run '^TestBenchEngineProfile' ./cmd/blendrag/
+	CGO_ENABLED=1 BLENDRAG_CUDAEMU_FULL=1 $(GO) test -count=1 -timeout 15m -tags cudaemu -run 'CUDA|Profile' ./model/ ./blend/ ./cmd/blendrag/ ./server/
 
 ## run: serve the API and the web UI on $(ADDR) over the store in $(DATA)
 run: models build

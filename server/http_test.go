@@ -64,12 +64,22 @@ type testHTTP struct {
 // It skips the test when the default embedder has not been fetched.
 func newTestHTTP(t *testing.T, gen bool, cfg HTTPConfig) *testHTTP {
 	t.Helper()
+	return newTestHTTPWith(t, gen, cfg, nil)
+}
+
+// newTestHTTPWith is newTestHTTP with the Service's Config changed by
+// configure (when not nil) before it opens.
+func newTestHTTPWith(t *testing.T, gen bool, cfg HTTPConfig, configure func(*Config)) *testHTTP {
+	t.Helper()
 	if _, err := os.Stat(fetch.EmbedderDir(fetch.Dir())); err != nil {
 		t.Skip("default embedder not present: run `make models`")
 	}
 	scfg := Config{DataDir: t.TempDir(), Threads: 2, NoGenerator: !gen}
 	if gen {
 		scfg.GeneratorPath = testGenerator(t)
+	}
+	if configure != nil {
+		configure(&scfg)
 	}
 	svc, err := Open(scfg)
 	if err != nil {

@@ -3,7 +3,9 @@
 // A CPU emulation of the CUDA execution model, just enough to run
 // kernels.cu unchanged for tests on machines without a GPU (build tag
 // cudaemu). Each launch runs the grid's blocks one after another; a block's
-// threads are cooperative fibers (ucontext) on the calling thread, switched
+// threads are cooperative fibers on the calling thread (a few instructions
+// of assembly switch stacks on x86-64; elsewhere ucontext, whose every
+// switch is a system call for the signal mask), switched
 // only at barriers: __syncthreads waits for the whole block, __syncwarp and
 // the shuffles for the 32 threads of a warp; __shared__ variables are
 // statics (one block runs at a time). A barrier some thread never reaches
@@ -29,6 +31,47 @@
 
 #include "emu_api.h"
 
+#if defined(__x86_64__) && !defined(BLENDRAG_EMU_UCONTEXT)
+#define EMU_ASM_SWITCH 1
+// blendrag_emu_switch(save, to) saves the callee-saved registers, the
+// SSE and x87 control words and the stack pointer (into *save), and
+// resumes the context whose stack pointer is to, as saved by a previous
+// switch or laid out by start_stack.
+extern "C" void blendrag_emu_switch(void** save, void* to);
+asm(R"(
+    .text
+    .p2align 4
+    .globl blendrag_emu_switch
+    .hidden blendrag_emu_switch
+    .type blendrag_emu_switch, @function
+blendrag_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size blendrag_emu_switch, .-blendrag_emu_switch
+)");
+#else
+#define EMU_ASM_SWITCH 0
+#endif
+
 namespace {
 
 struct Dim {
@@ -44,7 +87,11 @@ struct Barrier {
 
 // A fiber is one CUDA thread of the running block.
 struct Fiber {
+#if EMU_ASM_SWITCH
+    void* sp = nullptr;  // its saved stack pointer while switched out
+#else
     ucontext_t ctx;
+#endif
     char* stack = nullptr;
     bool done = false;
     Barrier* waiting = nullptr;
@@ -55,7 +102,11 @@ struct Fiber {
 struct Launch {
     int kernel;
     const uint64_t* args;
+#if EMU_ASM_SWITCH
+    void* sched = nullptr;  // the scheduler's saved stack pointer
+#else
     ucontext_t sched;
+#endif
     std::vector<Fiber> fibers;
     Barrier block;
     std::vector<Barrier> warps;
@@ -80,7 +131,11 @@ void wait(Barrier& b) {
     Fiber& f = cur->fibers[cur->running];
     f.waiting = &b;
     f.waitGen = b.gen;
+#if EMU_ASM_SWITCH
+    blendrag_emu_switch(&f.sp, cur->sched);
+#else
     swapcontext(&f.ctx, &cur->sched);
+#endif
 }
 
 void __syncthreads() { wait(cur->block); }
@@ -289,6 +344,39 @@ void emu_sgemm(int rows, int cols, int n, uint64_t w, uint64_t x, uint64_t y) {
 
 void fiber_main();
 
+#if EMU_ASM_SWITCH
+// fiber_entry is where a fiber's first switch lands: it runs the kernel
+// and switches back to the scheduler for good.
+extern "C" void fiber_entry() {
+    fiber_main();
+    Fiber& f = cur->fibers[cur->running];
+    blendrag_emu_switch(&f.sp, cur->sched);
+    std::abort();  // a finished fiber is never resumed
+}
+
+// start_stack lays out a fresh fiber stack as blendrag_emu_switch leaves a
+// switched-out one, so that switching to it enters fiber_entry with the
+// stack aligned as a call would (rsp ≡ 8 mod 16), and returns its stack
+// pointer: from the top, a zero return address for fiber_entry, fiber_entry
+// as the return address of the switch, six zeroed callee-saved registers
+// and the current SSE and x87 control words.
+void* start_stack(char* stack) {
+    uintptr_t top = ((uintptr_t)stack + stackBytes) & ~(uintptr_t)15;
+    uint64_t* sp = (uint64_t*)top;
+    *--sp = 0;
+    *--sp = (uint64_t)(uintptr_t)fiber_entry;
+    for (int i = 0; i < 6; i++) *--sp = 0;
+    --sp;
+    uint32_t mxcsr;
+    uint16_t fpucw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpucw));
+    std::memcpy((char*)sp, &mxcsr, 4);
+    std::memcpy((char*)sp + 4, &fpucw, 2);
+    return sp;
+}
+#endif
+
 int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) {
     if (k < 0 || k > 14 || bx <= 0 || bx % 32 != 0 || gx <= 0 || gy <= 0 || shared < 0) return -1;
     std::lock_guard<std::mutex> lock(launchMu);
@@ -311,11 +399,15 @@ int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) 
         for (int x = 0; x < gx && rc == 0; x++) {
             blockIdx = Dim{(unsigned)x, (unsigned)y, 0};
             for (auto& f : l.fibers) {
+#if EMU_ASM_SWITCH
+                f.sp = start_stack(f.stack);
+#else
                 getcontext(&f.ctx);
                 f.ctx.uc_stack.ss_sp = f.stack;
                 f.ctx.uc_stack.ss_size = stackBytes;
                 f.ctx.uc_link = &l.sched;
                 makecontext(&f.ctx, fiber_main, 0);
+#endif
                 f.done = false;
                 f.waiting = nullptr;
             }
@@ -332,7 +424,11 @@ int emu_launch(int k, int gx, int gy, int bx, int shared, const uint64_t* args) 
                     f.waiting = nullptr;
                     l.running = t;
                     threadIdx = Dim{(unsigned)t, 0, 0};
+#if EMU_ASM_SWITCH
+                    blendrag_emu_switch(&l.sched, f.sp);
+#else
                     swapcontext(&l.sched, &f.ctx);
+#endif
                     ran = true;
                 }
                 if (!left) break;
