@@ -55,6 +55,7 @@ type cudaBackend struct {
 	rowCap, keyCap, logitCap     int
 	h, x, q, k, v, att, gate, up *cuda.Buffer
 	rowPos, selK, selV           *cuda.Buffer
+	targets                      cuda.RowIndex // the cache rows WriteKV writes, uploaded when they change
 	keyPos, logitBuf             *cuda.Buffer
 	groups                       *cuda.KeyGroups
 	gen                          uint64
@@ -151,6 +152,25 @@ func (b *cudaBackend) matmul(dst *cuda.Buffer, w cudaWeight, x *cuda.Buffer, n i
 	return b.d.MatMul(dst, w.exact, x, n)
 }
 
+// matmuls computes dsts[i] = ws[i]·x for weights that share their input:
+// through cuBLAS as matmul would, else with the exact kernels, the
+// activations quantised once for all of them.
+func (b *cudaBackend) matmuls(dsts []*cuda.Buffer, ws []cudaWeight, x *cuda.Buffer, n int) error {
+	if b.blas && n >= BLASMinRows {
+		for i, w := range ws {
+			if err := b.matmul(dsts[i], w, x, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ms := make([]*cuda.Matrix, len(ws))
+	for i, w := range ws {
+		ms[i] = w.exact
+	}
+	return b.d.MatMulMulti(dsts, ms, x, n)
+}
+
 // free frees w's matrices.
 func (w cudaWeight) free(d *cuda.Device) error {
 	err := d.FreeMatrix(w.exact)
@@ -215,7 +235,7 @@ func (b *cudaBackend) Close() error {
 	}
 	b.caches = nil
 	errs = append(errs, b.tier.drop(b.d))
-	errs = append(errs, b.d.FreeKeyGroups(b.groups))
+	errs = append(errs, b.d.FreeKeyGroups(b.groups), b.d.FreeRowIndex(&b.targets))
 	errs = append(errs, b.d.Close())
 	b.d = nil
 	if err := errors.Join(errs...); err != nil {
@@ -341,7 +361,7 @@ func (b *cudaBackend) NewPass(kv *KV, rows []int) (LayerPass, error) {
 		}
 		p.hostRows[i], p.hostPos[i] = int32(r), kv.Pos[r]
 	}
-	err := errors.Join(b.d.UploadF32(b.h, h), b.d.UploadI32(b.rowPos, p.hostPos), b.d.UploadI32(b.keyPos, kv.Pos))
+	err := errors.Join(b.d.UploadF32Queued(b.h, h), b.d.UploadI32Queued(b.rowPos, p.hostPos), b.d.UploadI32Queued(b.keyPos, kv.Pos))
 	if err != nil {
 		return nil, fmt.Errorf("model: %s: uploading rows: %w", b.name, err)
 	}
@@ -503,9 +523,9 @@ func (p *cudaPass) QKV(l int) error {
 	}
 	s := steps{}
 	s.run("attention norm", func() error { return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps) })
-	s.run("q", func() error { return b.matmul(b.q, g.q, b.x, n) })
-	s.run("k", func() error { return b.matmul(b.k, g.k, b.x, n) })
-	s.run("v", func() error { return b.matmul(b.v, g.v, b.x, n) })
+	s.run("q, k, v", func() error {
+		return b.matmuls([]*cuda.Buffer{b.q, b.k, b.v}, []cudaWeight{g.q, g.k, g.v}, b.x, n)
+	})
 	s.run("rope q", func() error { return d.RoPE(b.q, b.rope, b.rowPos, n, c.Heads) })
 	s.run("rope k", func() error { return d.RoPE(b.k, b.rope, b.rowPos, n, c.KVHeads) })
 	s.run("keep k, v", func() error {
@@ -569,8 +589,8 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 	if identity {
 		// Every row, in order: scatter straight from the fresh rows; the
 		// host cache gets them when the pass ends.
-		s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.k, targets, kd) })
-		s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.v, targets, kd) })
+		s.run("targets", func() error { return b.d.SetRowIndex(&b.targets, targets, keys) })
+		s.run("scatter k, v", func() error { return b.d.ScatterRowsKV(p.cache.k[l], p.cache.v[l], keys, b.k, b.v, &b.targets, kd) })
 		if s.err == nil {
 			p.pending = append(p.pending, pendingWrite{l: l, src: slices.Clone(sel), dst: targets})
 		}
@@ -590,9 +610,11 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 			copy(k[j*kd:(j+1)*kd], p.k[i*kd:(i+1)*kd])
 			copy(v[j*kd:(j+1)*kd], p.v[i*kd:(i+1)*kd])
 		}
-		s.run("upload", func() error { return errors.Join(b.d.UploadF32(b.selK, k), b.d.UploadF32(b.selV, v)) })
-		s.run("scatter k", func() error { return b.d.ScatterRows(p.cache.k[l], keys, b.selK, targets, kd) })
-		s.run("scatter v", func() error { return b.d.ScatterRows(p.cache.v[l], keys, b.selV, targets, kd) })
+		s.run("upload", func() error { return errors.Join(b.d.UploadF32Queued(b.selK, k), b.d.UploadF32Queued(b.selV, v)) })
+		s.run("targets", func() error { return b.d.SetRowIndex(&b.targets, targets, keys) })
+		s.run("scatter k, v", func() error {
+			return b.d.ScatterRowsKV(p.cache.k[l], p.cache.v[l], keys, b.selK, b.selV, &b.targets, kd)
+		})
 	}
 	if s.err != nil {
 		p.kv.ChangedLayer(l, int(slices.Min(targets)), keys) // the device copy may be partly written
@@ -637,7 +659,7 @@ func (p *cudaPass) Keep(keep []int) error {
 	if m == 0 {
 		return nil
 	}
-	err := errors.Join(b.d.UploadF32(b.h, h[:m*c.Dim]), b.d.UploadF32(b.q, q[:m*c.QDim()]), b.d.UploadI32(b.rowPos, p.hostPos))
+	err := errors.Join(b.d.UploadF32Queued(b.h, h[:m*c.Dim]), b.d.UploadF32Queued(b.q, q[:m*c.QDim()]), b.d.UploadI32Queued(b.rowPos, p.hostPos))
 	if err != nil {
 		return fmt.Errorf("model: %s: Keep: %w", b.name, err)
 	}
@@ -686,8 +708,9 @@ func (p *cudaPass) AttendMLP(l int) error {
 	s.run("output projection", func() error { return b.matmul(b.x, g.o, b.att, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
 	s.run("ffn norm", func() error { return d.RMSNorm(b.x, b.h, g.ffnNorm, n, c.Dim, c.NormEps) })
-	s.run("gate", func() error { return b.matmul(b.gate, g.gate, b.x, n) })
-	s.run("up", func() error { return b.matmul(b.up, g.up, b.x, n) })
+	s.run("gate, up", func() error {
+		return b.matmuls([]*cuda.Buffer{b.gate, b.up}, []cudaWeight{g.gate, g.up}, b.x, n)
+	})
 	s.run("swiglu", func() error { return d.SwiGLU(b.gate, b.gate, b.up, n*c.FFN) })
 	s.run("down", func() error { return b.matmul(b.x, g.down, b.gate, n) })
 	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })

@@ -103,6 +103,9 @@ func addKVBenchCommands(bench *cobra.Command) {
 			items = items[:min(limit, len(items))]
 			var m *model.Model
 			if f32 {
+				if ef.device != "cpu" {
+					return fmt.Errorf("--device %s: %s computes on the CPU only", ef.device, cmd.CommandPath())
+				}
 				path := ef.model
 				if path == "" {
 					path = fetch.GeneratorPath(modelsDir(cmd))

@@ -36,7 +36,10 @@ func (d *Device) Copy(dst, src *Buffer, bytes int64) error {
 // or written by work queued before the call — a freshly allocated buffer
 // is the intended use.
 func (d *Device) UploadF32Async(dst *Buffer, src []float32) error {
-	return d.uploadStaged("asynchronous upload", "upload_async", dst, src, d.drv.htodAsync)
+	if len(src) == 0 {
+		return nil
+	}
+	return d.uploadStaged("asynchronous upload", "upload_async", dst, unsafe.Pointer(&src[0]), int64(len(src))*4, d.drv.htodAsync)
 }
 
 // UploadF32Queued copies src into the start of dst in order with the
@@ -46,21 +49,28 @@ func (d *Device) UploadF32Async(dst *Buffer, src []float32) error {
 // pinned memory, on a GPU), and src may be reused when it returns. A copy
 // larger than the staging memory (64 MiB) waits as UploadF32 does.
 func (d *Device) UploadF32Queued(dst *Buffer, src []float32) error {
-	return d.uploadStaged("queued upload", "upload_queued", dst, src, d.drv.htodQueued)
+	if len(src) == 0 {
+		return nil
+	}
+	return d.uploadStaged("queued upload", "upload_queued", dst, unsafe.Pointer(&src[0]), int64(len(src))*4, d.drv.htodQueued)
+}
+
+// UploadI32Queued is UploadF32Queued for int32 values.
+func (d *Device) UploadI32Queued(dst *Buffer, src []int32) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return d.uploadStaged("queued upload", "upload_queued", dst, unsafe.Pointer(&src[0]), int64(len(src))*4, d.drv.htodQueued)
 }
 
 // uploadStaged checks and runs one of the driver's staged uploads, htod,
-// named what in errors and op in profiles.
-func (d *Device) uploadStaged(what, op string, dst *Buffer, src []float32, htod func(dst uintptr, src unsafe.Pointer, n int64) error) error {
-	n := int64(len(src)) * 4
+// of the n > 0 bytes at src, named what in errors and op in profiles.
+func (d *Device) uploadStaged(what, op string, dst *Buffer, src unsafe.Pointer, n int64, htod func(dst uintptr, src unsafe.Pointer, n int64) error) error {
 	if dst == nil || n > dst.size {
 		return fmt.Errorf("cuda: %s of %d bytes into a buffer of %d: %w", what, n, sizeOf(dst), kernels.ErrShape)
 	}
-	if n == 0 {
-		return nil
-	}
 	if err := d.do(func() error {
-		return d.timedCopy(op, n, func() error { return htod(dst.ptr, unsafe.Pointer(&src[0]), n) })
+		return d.timedCopy(op, n, func() error { return htod(dst.ptr, src, n) })
 	}); err != nil {
 		return fmt.Errorf("cuda: %s (%d bytes): %w", what, n, err)
 	}

@@ -179,7 +179,9 @@ func (d *Device) alloc(bytes int64) (*Buffer, error) {
 	return &Buffer{ptr: p, size: bytes}, nil
 }
 
-// Free releases b. b must have come from d and must not be used afterwards.
+// Free releases b, after the work already queued (which may still read or
+// write it) has finished: cuMemFree only "may" wait for it. b must have
+// come from d and must not be used afterwards.
 func (d *Device) Free(b *Buffer) error {
 	if b == nil {
 		return nil
@@ -187,7 +189,7 @@ func (d *Device) Free(b *Buffer) error {
 	if b.view {
 		return fmt.Errorf("cuda: Free of a view: free the buffer it came from")
 	}
-	if err := d.do(func() error { return d.drv.free(b.ptr) }); err != nil {
+	if err := d.do(func() error { return errors.Join(d.drv.sync(), d.drv.free(b.ptr)) }); err != nil {
 		return fmt.Errorf("cuda: freeing %d bytes: %w", b.size, err)
 	}
 	b.ptr, b.size = 0, 0
@@ -201,7 +203,7 @@ func (d *Device) grow(b **Buffer, bytes int64) error {
 		return nil
 	}
 	if *b != nil {
-		if err := d.drv.free((*b).ptr); err != nil {
+		if err := errors.Join(d.drv.sync(), d.drv.free((*b).ptr)); err != nil { // queued work may use it
 			return err
 		}
 		*b = nil

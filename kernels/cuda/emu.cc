@@ -255,7 +255,7 @@ bool run(int k, const uint64_t* a) {
                ptr<const int*>(a[4]), ptr<const int*>(a[5]), ptr<const unsigned char*>(a[6]), ptr<const float*>(a[7]),
                ptr<const float*>(a[8]), i32(a[9]), i32(a[10]), i32(a[11]), i32(a[12]), i32(a[13]), ptr<float*>(a[14]));
         return true;
-    case 8: scatter_rows(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const int*>(a[2]), i32(a[3]), i32(a[4])); return true;
+    case 8: scatter_rows(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<float*>(a[2]), ptr<const float*>(a[3]), ptr<const int*>(a[4]), i32(a[5]), i32(a[6])); return true;
     case 9: swiglu(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), (long long)a[3]); return true;
     case 10: add_f32(ptr<float*>(a[0]), ptr<const float*>(a[1]), (long long)a[2]); return true;
     case 11:

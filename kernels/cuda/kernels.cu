@@ -771,8 +771,15 @@ extern "C" __global__ void attend_tile(float* part, const float* q, const float*
 }
 
 // ---------------------------------------------------------------------------
-// CacheBlend KV scatter: dst row rows[i] = src row i, width floats per row.
-extern "C" __global__ void scatter_rows(float* dst, const float* src, const int* rows, int n, int width) {
+// CacheBlend KV scatter: dst row rows[i] = src row i, width floats per row;
+// blocks with blockIdx.y = 1 do the same from src2 into dst2 (keys and
+// values in one launch).
+extern "C" __global__ void scatter_rows(float* dst, const float* src, float* dst2, const float* src2, const int* rows,
+                                        int n, int width) {
+    if (blockIdx.y == 1) {
+        dst = dst2;
+        src = src2;
+    }
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (long long)n * width) return;
     int i = (int)(idx / width), c = (int)(idx % width);

@@ -3,8 +3,10 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"unsafe"
 
 	"github.com/blendrag/blendrag/kernels"
@@ -134,50 +136,80 @@ func (d *Device) quantize(dst, x *Buffer, q81 bool, nblocks int) error {
 // quantised the same way, every product and sum in the CPU's order), and
 // batch-invariant. dst holds [n × Rows] float32.
 func (d *Device) MatMul(dst *Buffer, m *Matrix, x *Buffer, n int) error {
-	if m == nil || n <= 0 || n > maxGridY*mmRows {
-		return fmt.Errorf("cuda: matmul of %d rows: need a matrix and 0 < n ≤ %d: %w", n, maxGridY*mmRows, kernels.ErrShape)
+	return d.MatMulMulti([]*Buffer{dst}, []*Matrix{m}, x, n)
+}
+
+// MatMulMulti is MatMul of each matrix ms[i] with the same activations x
+// into dsts[i] (e.g. a layer's Q, K and V projections), with the results
+// of separate MatMul calls, bit for bit. The activations are quantised
+// once for a run of consecutive matrices that take the same activation
+// type, not once per matrix. dsts must not overlap x.
+func (d *Device) MatMulMulti(dsts []*Buffer, ms []*Matrix, x *Buffer, n int) error {
+	if len(dsts) != len(ms) {
+		return fmt.Errorf("cuda: matmul of %d matrices into %d outputs: %w", len(ms), len(dsts), kernels.ErrShape)
 	}
-	if err := needF32("matmul input", x, n*m.Cols); err != nil {
-		return err
-	}
-	if err := needF32("matmul output", dst, n*m.Rows); err != nil {
-		return err
+	for i, m := range ms {
+		if m == nil || n <= 0 || n > maxGridY*mmRows {
+			return fmt.Errorf("cuda: matmul of %d rows: need a matrix and 0 < n ≤ %d: %w", n, maxGridY*mmRows, kernels.ErrShape)
+		}
+		if err := needF32("matmul input", x, n*m.Cols); err != nil {
+			return err
+		}
+		if err := needF32("matmul output", dsts[i], n*m.Rows); err != nil {
+			return err
+		}
+		if m.Type != kernels.F32 && m.Type != kernels.F16 {
+			if _, _, err := actType(m.Type); err != nil {
+				return err
+			}
+		}
 	}
 	return d.do(func() error {
-		gx := ceilDiv(m.Rows, mmWarps)
-		switch m.Type {
-		case kernels.F32, kernels.F16:
-			k := kMMF32
-			if m.Type == kernels.F16 {
-				k = kMMF16
+		quantised := -1 // ms index whose activation type and columns d.acts holds
+		for i, m := range ms {
+			gx := ceilDiv(m.Rows, mmWarps)
+			switch m.Type {
+			case kernels.F32, kernels.F16:
+				k := kMMF32
+				if m.Type == kernels.F16 {
+					k = kMMF16
+				}
+				a := new(args).buf(m.buf).buf(x).buf(dsts[i]).i32(m.Rows).i32(m.Cols).i32(n)
+				if err := d.launch(k, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
+					return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
+				}
+				continue
 			}
-			a := new(args).buf(m.buf).buf(x).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-			if err := d.launch(k, gx, ceilDiv(n, 4), mmWarps*32, 0, a); err != nil {
+			q81, bs, _ := actType(m.Type)
+			nb := m.Cols / qk
+			if prev := quantised; prev < 0 || ms[prev].Cols != m.Cols || !sameActs(ms[prev].Type, m.Type) {
+				if err := d.grow(&d.acts, int64(n*nb*bs)); err != nil {
+					return fmt.Errorf("cuda: matmul: %w", err)
+				}
+				if err := d.quantize(d.acts, x, q81, n*nb); err != nil {
+					return err
+				}
+				quantised = i
+			}
+			k := kMMQ4_1
+			if m.Type == kernels.Q8_0 {
+				k = kMMQ8_0
+			}
+			a := new(args).buf(m.buf).buf(d.acts).buf(dsts[i]).i32(m.Rows).i32(m.Cols).i32(n)
+			if err := d.launch(k, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
 				return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 			}
-			return nil
-		}
-		q81, bs, err := actType(m.Type)
-		if err != nil {
-			return err
-		}
-		nb := m.Cols / qk
-		if err := d.grow(&d.acts, int64(n*nb*bs)); err != nil {
-			return fmt.Errorf("cuda: matmul: %w", err)
-		}
-		if err := d.quantize(d.acts, x, q81, n*nb); err != nil {
-			return err
-		}
-		k := kMMQ4_1
-		if m.Type == kernels.Q8_0 {
-			k = kMMQ8_0
-		}
-		a := new(args).buf(m.buf).buf(d.acts).buf(dst).i32(m.Rows).i32(m.Cols).i32(n)
-		if err := d.launch(k, gx, ceilDiv(n, mmRows), mmWarps*32, mmWarps*mmRows*nb*4, a); err != nil {
-			return fmt.Errorf("cuda: %v matmul: %w", m.Type, err)
 		}
 		return nil
 	})
+}
+
+// sameActs reports whether weights of types a and b take the same
+// activation blocks.
+func sameActs(a, b kernels.DType) bool {
+	qa, _, _ := actType(a)
+	qb, _, _ := actType(b)
+	return qa == qb
 }
 
 // MatMulBLAS computes the same product as MatMul for an F32 matrix with
@@ -509,38 +541,131 @@ func (d *Device) attendSplit(out, q, keys, vals, keyPos, qPos *Buffer, nQ, nKeys
 // values into the cache (model.Pass.WriteKV). Every index must be in
 // [0, dstRows).
 func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32, width int) error {
-	n := len(rows)
-	if n == 0 {
+	if len(rows) == 0 {
 		return nil
 	}
-	if width <= 0 || dstRows <= 0 {
-		return fmt.Errorf("cuda: scatter %d rows of width %d into %d: %w", n, width, dstRows, kernels.ErrShape)
-	}
-	for i, r := range rows {
-		if r < 0 || int(r) >= dstRows {
-			return fmt.Errorf("cuda: scatter: row %d targets row %d of %d: %w", i, r, dstRows, kernels.ErrShape)
-		}
-	}
-	if err := needF32("scatter source", src, n*width); err != nil {
+	if err := checkRows(rows, dstRows); err != nil {
 		return err
 	}
-	if err := needF32("scatter destination", dst, dstRows*width); err != nil {
+	if err := checkScatter(dst, nil, dstRows, src, nil, len(rows), width); err != nil {
 		return err
 	}
 	return d.do(func() error {
+		n := len(rows)
 		if err := d.grow(&d.rows, int64(n)*4); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
-		if err := d.timedCopy("upload", int64(n)*4, func() error { return d.drv.htod(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4) }); err != nil {
+		if err := d.timedCopy("upload_queued", int64(n)*4, func() error { return d.drv.htodQueued(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4) }); err != nil {
 			return fmt.Errorf("cuda: scatter: uploading row indices: %w", err)
 		}
-		const threads = 256
-		a := new(args).buf(dst).buf(src).buf(d.rows).i32(n).i32(width)
-		if err := d.launch(kScatter, ceilDiv(n*width, threads), 1, threads, 0, a); err != nil {
-			return fmt.Errorf("cuda: scatter: %w", err)
-		}
-		return nil
+		return d.scatter(dst, src, nil, nil, d.rows, n, width)
 	})
+}
+
+// RowIndex is a list of row indices kept on the device for ScatterRowsKV,
+// each checked on upload to be below a bound, so that a pass writing the
+// same rows of every layer uploads them once. The zero value is empty;
+// free it with FreeRowIndex.
+type RowIndex struct {
+	buf   *Buffer
+	rows  []int32 // what buf holds
+	limit int     // every index is below it
+}
+
+// SetRowIndex makes ri hold rows, each in [0, limit), uploading them
+// (queued after the work already queued, which may still read the old
+// ones) unless ri holds the same rows already.
+func (d *Device) SetRowIndex(ri *RowIndex, rows []int32, limit int) error {
+	if err := checkRows(rows, limit); err != nil {
+		return err
+	}
+	if ri.buf != nil && slices.Equal(ri.rows, rows) {
+		ri.limit = limit
+		return nil
+	}
+	ri.rows, ri.limit = append(ri.rows[:0], rows...), limit
+	if len(rows) == 0 {
+		return nil
+	}
+	if ri.buf == nil || ri.buf.size < int64(len(rows))*4 {
+		if err := d.Free(ri.buf); err != nil {
+			return err
+		}
+		ri.buf = nil
+		b, err := d.Alloc(int64(max(len(rows), 64)) * 4)
+		if err != nil {
+			ri.rows = ri.rows[:0]
+			return fmt.Errorf("cuda: row index: %w", err)
+		}
+		ri.buf = b
+	}
+	if err := d.UploadI32Queued(ri.buf, rows); err != nil {
+		ri.rows = ri.rows[:0]
+		return err
+	}
+	return nil
+}
+
+// FreeRowIndex frees ri's device memory; ri is then empty.
+func (d *Device) FreeRowIndex(ri *RowIndex) error {
+	err := d.Free(ri.buf)
+	*ri = RowIndex{}
+	return err
+}
+
+// ScatterRowsKV is ScatterRows for keys and values at once, in one launch:
+// row i of srcK and srcV goes to row ri's i-th index of dstK and dstV,
+// which hold dstRows rows (at least ri's bound).
+func (d *Device) ScatterRowsKV(dstK, dstV *Buffer, dstRows int, srcK, srcV *Buffer, ri *RowIndex, width int) error {
+	n := len(ri.rows)
+	if n == 0 {
+		return nil
+	}
+	if ri.limit > dstRows {
+		return fmt.Errorf("cuda: scatter: row indices up to %d into %d rows: %w", ri.limit, dstRows, kernels.ErrShape)
+	}
+	if err := checkScatter(dstK, dstV, dstRows, srcK, srcV, n, width); err != nil {
+		return err
+	}
+	return d.do(func() error { return d.scatter(dstK, srcK, dstV, srcV, ri.buf, n, width) })
+}
+
+// checkRows checks that every index is in [0, limit).
+func checkRows(rows []int32, limit int) error {
+	for i, r := range rows {
+		if r < 0 || int(r) >= limit {
+			return fmt.Errorf("cuda: scatter: row %d targets row %d of %d: %w", i, r, limit, kernels.ErrShape)
+		}
+	}
+	return nil
+}
+
+// checkScatter checks the shapes of a scatter of n rows of width from src
+// (and src2) into dst (and dst2), of dstRows rows.
+func checkScatter(dst, dst2 *Buffer, dstRows int, src, src2 *Buffer, n, width int) error {
+	if width <= 0 || dstRows <= 0 {
+		return fmt.Errorf("cuda: scatter %d rows of width %d into %d: %w", n, width, dstRows, kernels.ErrShape)
+	}
+	err := errors.Join(needF32("scatter source", src, n*width), needF32("scatter destination", dst, dstRows*width))
+	if dst2 != nil || src2 != nil {
+		err = errors.Join(err, needF32("scatter second source", src2, n*width), needF32("scatter second destination", dst2, dstRows*width))
+	}
+	return err
+}
+
+// scatter launches scatter_rows over n rows (and over a second pair when
+// dst2 is not nil); called inside do.
+func (d *Device) scatter(dst, src, dst2, src2, rows *Buffer, n, width int) error {
+	const threads = 256
+	gy := 1
+	if dst2 != nil {
+		gy = 2
+	}
+	a := new(args).buf(dst).buf(src).buf(dst2).buf(src2).buf(rows).i32(n).i32(width) // nil buffers: 0
+	if err := d.launch(kScatter, ceilDiv(n*width, threads), gy, threads, 0, a); err != nil {
+		return fmt.Errorf("cuda: scatter: %w", err)
+	}
+	return nil
 }
 
 // SwiGLU sets dst[i] = SiLU(gate[i])·up[i] for count values (dst may alias

@@ -220,6 +220,59 @@ func TestMatMulMatchesCPUBitwise(t *testing.T) {
 	}
 }
 
+// TestMatMulMultiMatchesTheCPUAndQuantisesOnce: MatMulMulti over matrices
+// of mixed types (two Q4_1, a Q8_0, an F32, a Q4_1 of other rows) gives
+// each the CPU's product bit for bit, and quantises the activations once
+// per run of matrices with the same activation type (3 times here).
+func TestMatMulMultiMatchesTheCPUAndQuantisesOnce(t *testing.T) {
+	d := openDevice(t)
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	const cols, n = 576, 5
+	types := []kernels.DType{kernels.Q4_1, kernels.Q4_1, kernels.Q8_0, kernels.F32, kernels.Q4_1}
+	rows := []int{64, 40, 32, 24, 96}
+	x := randF32(r, n*cols, 2)
+	dx := devF32s(t, d, x)
+	var ms []*Matrix
+	var dsts []*Buffer
+	var wants [][]float32
+	for i, typ := range types {
+		m := randMatrix(r, typ, rows[i], cols)
+		want := make([]float32, n*rows[i])
+		pool.MatMul(want, m, x, n)
+		dm, err := d.UploadMatrix(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.FreeMatrix(dm)
+		ms, dsts, wants = append(ms, dm), append(dsts, devZeros(t, d, n*rows[i])), append(wants, want)
+	}
+	if err := d.StartProfile(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.MatMulMulti(dsts, ms, dx, n); err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.StopProfile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ms {
+		bitwiseEqual(t, fmt.Sprintf("matrix %d (%v)", i, types[i]), download(t, d, dsts[i], n*rows[i]), wants[i])
+	}
+	calls := map[string]int{}
+	for _, op := range p.Ops {
+		calls[op.Name] = op.Calls
+	}
+	if calls["quant_q8"] != 3 || calls["mm_q4_1"] != 3 || calls["mm_q8_0"] != 1 || calls["mm_f32"] != 1 {
+		t.Errorf("launches %v: want 3 quantisations, 3 Q4_1, 1 Q8_0 and 1 F32 products", calls)
+	}
+	if err := d.MatMulMulti(dsts[:1], ms, dx, n); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("5 matrices into 1 output: %v, want ErrShape", err)
+	}
+}
+
 // TestMatMulBatchInvariant checks that a row's product does not depend on
 // how many rows are computed with it (rows 0…n−1 together vs one at a time).
 func TestMatMulBatchInvariant(t *testing.T) {
@@ -460,6 +513,60 @@ func TestScatterRowsMatchesCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	bitwiseEqual(t, "scatter", download(t, d, cb, rows*width), want)
+}
+
+// TestScatterRowsKVWritesBothFromOneIndex: ScatterRowsKV writes keys and
+// values (each its own source) to the rows a RowIndex holds, in one
+// launch; setting the same rows again uploads nothing, other rows are
+// uploaded while earlier scatters may still read the old ones, and an
+// index at or beyond its bound, or a bound beyond the destination, is
+// refused.
+func TestScatterRowsKVWritesBothFromOneIndex(t *testing.T) {
+	d := openDevice(t)
+	r := rand.New(rand.NewPCG(19, 20))
+	const rows, width = 40, 192
+	var ri RowIndex
+	defer d.FreeRowIndex(&ri)
+	k, v := randF32(r, rows*width, 1), randF32(r, rows*width, 1)
+	dk, dv := devF32s(t, d, k), devF32s(t, d, v)
+	for round, idx := range [][]int32{{0, 7, 8, 21, 39}, {0, 7, 8, 21, 39}, {3, 2}} {
+		fk, fv := randF32(r, len(idx)*width, 1), randF32(r, len(idx)*width, 1)
+		for i, row := range idx {
+			copy(k[int(row)*width:(int(row)+1)*width], fk[i*width:(i+1)*width])
+			copy(v[int(row)*width:(int(row)+1)*width], fv[i*width:(i+1)*width])
+		}
+		if err := d.StartProfile(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetRowIndex(&ri, idx, rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ScatterRowsKV(dk, dv, rows, devF32s(t, d, fk), devF32s(t, d, fv), &ri, width); err != nil {
+			t.Fatal(err)
+		}
+		p, err := d.StopProfile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := map[string]int{}
+		for _, op := range p.Ops {
+			calls[op.Name] = op.Calls
+		}
+		if wantUp := map[bool]int{true: 0, false: 1}[round == 1]; calls["scatter_rows"] != 1 || calls["upload_queued"] != wantUp {
+			t.Errorf("round %d: %v, want one scatter and %d index uploads", round, calls, wantUp)
+		}
+		bitwiseEqual(t, fmt.Sprintf("round %d keys", round), download(t, d, dk, rows*width), k)
+		bitwiseEqual(t, fmt.Sprintf("round %d values", round), download(t, d, dv, rows*width), v)
+	}
+	if err := d.SetRowIndex(&ri, []int32{1, rows}, rows); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("index %d of %d rows: %v, want ErrShape", rows, rows, err)
+	}
+	if err := d.SetRowIndex(&ri, []int32{1}, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ScatterRowsKV(dk, dv, rows-1, dk, dv, &ri, width); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("an index bound of %d into %d rows: %v, want ErrShape", rows, rows-1, err)
+	}
 }
 
 // TestSwiGLUMatchesCPU: within 4 ulp relative (expf vs the CPU's exp).
