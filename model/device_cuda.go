@@ -66,7 +66,6 @@ type cudaBackend struct {
 	// its end (flush); freshCap is their capacity in float32s.
 	freshK, freshV *cuda.Buffer
 	freshCap       int
-	stage          []float32 // host staging of flush's download, reused
 
 	// Device copies of the host caches used last (devCache), and the
 	// count of bindings, which orders them by use.
@@ -387,7 +386,8 @@ type cudaPass struct {
 	// [l·n0, l·n0 + N) of the backend's freshK/freshV (n0: the rows the
 	// pass started with); they are downloaded into k and v only when
 	// FreshK, FreshV or Keep needs them (fresh: the layer they hold, or
-	// -1), and into the host cache for the rows WriteKV wrote (pending)
+	// -1). The rows WriteKV wrote (pending) start for the host at once,
+	// beside the device's later work, and are written into the host cache
 	// when the pass ends, by Logits — one wait for the device per pass
 	// instead of one per layer.
 	n0      int
@@ -405,9 +405,10 @@ func (p *cudaPass) SetGroups(g *kernels.KeyGroups) { p.groups = g }
 // pendingWrite is a WriteKV whose host copy is pending: row src[j] of
 // layer l's fresh keys and values goes to cache row dst[j].
 type pendingWrite struct {
-	l   int
-	src []int
-	dst []int32
+	l    int
+	src  []int
+	dst  []int32
+	k, v cuda.Download // the layer's fresh rows, on their way to the host
 }
 
 // FreshK returns the fresh keys of the rows at the last QKV, downloading
@@ -430,19 +431,15 @@ func (p *cudaPass) loadFresh() {
 		return
 	}
 	b, kd, n := p.b, p.kv.KVDim, p.N()
-	off, bytes := int64(p.layer*p.n0*kd)*4, int64(n*kd)*4
 	if n == 0 {
 		p.fresh = p.layer
 		return
 	}
 	p.k = slices.Grow(p.k[:0], n*kd)[:n*kd]
 	p.v = slices.Grow(p.v[:0], n*kd)[:n*kd]
-	fk, err := b.freshK.View(off, bytes)
+	fk, fv, err := p.freshRows(p.layer)
 	if err == nil {
-		var fv *cuda.Buffer
-		if fv, err = b.freshV.View(off, bytes); err == nil {
-			err = errors.Join(b.d.DownloadF32(p.k, fk), b.d.DownloadF32(p.v, fv))
-		}
+		err = errors.Join(b.d.DownloadF32(p.k, fk), b.d.DownloadF32(p.v, fv))
 	}
 	if err != nil {
 		p.err = fmt.Errorf("model: %s: downloading layer %d's fresh keys and values: %w", b.name, p.layer, err)
@@ -451,45 +448,53 @@ func (p *cudaPass) loadFresh() {
 	p.fresh = p.layer
 }
 
+// freshRows returns the views of freshK and freshV that hold layer l's
+// fresh keys and values of the pass's N rows.
+func (p *cudaPass) freshRows(l int) (fk, fv *cuda.Buffer, err error) {
+	kd := int64(p.kv.KVDim)
+	off, bytes := int64(l*p.n0)*kd*4, int64(p.N())*kd*4
+	if fk, err = p.b.freshK.View(off, bytes); err == nil {
+		fv, err = p.b.freshV.View(off, bytes)
+	}
+	return fk, fv, err
+}
+
 // flush writes the pending rows' fresh keys and values into the host cache
-// — one download of the layers concerned — skipping rows the host cache
-// has lost or rewritten since WriteKV (its record no longer marks them
-// current).
+// — downloads WriteKV queued, which ran beside the device's later work —
+// skipping rows the host cache has lost or rewritten since WriteKV (its
+// record no longer marks them current).
 func (p *cudaPass) flush() error {
 	if len(p.pending) == 0 {
 		return nil
 	}
 	b, kd := p.b, p.kv.KVDim
-	top := 0
-	for _, w := range p.pending {
-		top = max(top, w.l+1)
-	}
-	floats := top * p.n0 * kd
-	b.stage = slices.Grow(b.stage[:0], 2*floats)[:2*floats]
-	sk, sv := b.stage[:floats], b.stage[floats:]
-	fk, err := b.freshK.View(0, int64(floats)*4)
-	if err == nil {
-		var fv *cuda.Buffer
-		if fv, err = b.freshV.View(0, int64(floats)*4); err == nil {
-			err = errors.Join(b.d.DownloadF32(sk, fk), b.d.DownloadF32(sv, fv))
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("model: %s: downloading the pass's keys and values: %w", b.name, err)
-	}
 	mirror := &p.kv.mirror
+	var err error
 	for _, w := range p.pending {
-		for j, i := range w.src {
-			r := int(w.dst[j])
-			if mirror.owner != p.cache || !mirror.current(w.l, r) {
-				continue // truncated or rewritten since: the host's row is newer
-			}
-			at := (w.l*p.n0 + i) * kd
-			copy(p.kv.K[w.l][r*kd:(r+1)*kd], sk[at:at+kd])
-			copy(p.kv.V[w.l][r*kd:(r+1)*kd], sv[at:at+kd])
+		var sk, sv []float32
+		if sk, err = b.d.WaitDownload(w.k); err == nil {
+			sv, err = b.d.WaitDownload(w.v)
 		}
+		if err != nil {
+			break
+		}
+		// Rows in parallel on the model's (idle) worker pool: at a long
+		// prefill this is hundreds of megabytes.
+		b.m.Pool().Run(len(w.src), func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				r, i := int(w.dst[j]), w.src[j]
+				if mirror.owner != p.cache || !mirror.current(w.l, r) {
+					continue // truncated or rewritten since: the host's row is newer
+				}
+				copy(p.kv.K[w.l][r*kd:(r+1)*kd], sk[i*kd:(i+1)*kd])
+				copy(p.kv.V[w.l][r*kd:(r+1)*kd], sv[i*kd:(i+1)*kd])
+			}
+		})
 	}
 	p.pending = p.pending[:0]
+	if err = errors.Join(err, b.d.ReleaseDownloads()); err != nil {
+		return fmt.Errorf("model: %s: the pass's keys and values to the host: %w", b.name, err)
+	}
 	return nil
 }
 
@@ -537,15 +542,11 @@ func (p *cudaPass) QKV(l int) error {
 				break
 			}
 		}
-		off, bytes := int64(l*p.n0*kd)*4, int64(n*kd)*4
-		fk, err := b.freshK.View(off, bytes)
+		fk, fv, err := p.freshRows(l)
 		if err != nil {
 			return err
 		}
-		fv, err := b.freshV.View(off, bytes)
-		if err != nil {
-			return err
-		}
+		bytes := int64(n*kd) * 4
 		return errors.Join(d.Copy(fk, b.k, bytes), d.Copy(fv, b.v, bytes))
 	})
 	if s.err != nil {
@@ -591,8 +592,22 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 		// host cache gets them when the pass ends.
 		s.run("targets", func() error { return b.d.SetRowIndex(&b.targets, targets, keys) })
 		s.run("scatter k, v", func() error { return b.d.ScatterRowsKV(p.cache.k[l], p.cache.v[l], keys, b.k, b.v, &b.targets, kd) })
+		// The rows start on their way to the host now, beside the
+		// device's later work; flush waits for them.
+		w := pendingWrite{l: l, src: slices.Clone(sel), dst: targets}
+		s.run("keys and values to the host", func() error {
+			fk, fv, err := p.freshRows(l)
+			if err != nil {
+				return err
+			}
+			if w.k, err = b.d.DownloadF32Queued(fk, n*kd); err != nil {
+				return err
+			}
+			w.v, err = b.d.DownloadF32Queued(fv, n*kd)
+			return err
+		})
 		if s.err == nil {
-			p.pending = append(p.pending, pendingWrite{l: l, src: slices.Clone(sel), dst: targets})
+			p.pending = append(p.pending, w)
 		}
 	} else {
 		// A subset (CacheBlend's question rows and selection): gathered

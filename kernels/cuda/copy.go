@@ -76,3 +76,56 @@ func (d *Device) uploadStaged(what, op string, dst *Buffer, src unsafe.Pointer, 
 	}
 	return nil
 }
+
+// Download is a copy from the device queued by DownloadF32Queued.
+type Download struct {
+	i, n int
+}
+
+// DownloadF32Queued queues a copy of the first n float32 values of src to
+// host memory of the device's own (pinned, on a GPU) after the work queued
+// so far — which may still be writing src — without waiting for it; the
+// copy runs beside the work queued later, on a stream of its own. Work
+// queued later must not write those values before WaitDownload returns.
+// WaitDownload then gives the values.
+func (d *Device) DownloadF32Queued(src *Buffer, n int) (Download, error) {
+	if n <= 0 || src == nil || int64(n)*4 > src.size {
+		return Download{}, fmt.Errorf("cuda: queued download of %d float32s from a buffer of %d bytes: %w", n, sizeOf(src), kernels.ErrShape)
+	}
+	var i int
+	err := d.do(func() error {
+		return d.timedCopy("download_queued", int64(n)*4, func() error {
+			var err error
+			i, err = d.drv.dtohQueued(src.ptr, int64(n)*4)
+			return err
+		})
+	})
+	if err != nil {
+		return Download{}, fmt.Errorf("cuda: queued download (%d bytes): %w", n*4, err)
+	}
+	return Download{i: i, n: n}, nil
+}
+
+// WaitDownload waits for a queued download and returns its values: memory
+// of the device's, read-only, valid until ReleaseDownloads.
+func (d *Device) WaitDownload(dl Download) ([]float32, error) {
+	var p unsafe.Pointer
+	err := d.do(func() error {
+		var err error
+		p, err = d.drv.waitDownload(dl.i)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cuda: waiting for a download: %w", err)
+	}
+	return unsafe.Slice((*float32)(p), dl.n), nil
+}
+
+// ReleaseDownloads waits for every queued download and makes their memory
+// free for the next ones; the slices WaitDownload returned become invalid.
+func (d *Device) ReleaseDownloads() error {
+	if err := d.do(d.drv.releaseDownloads); err != nil {
+		return fmt.Errorf("cuda: releasing downloads: %w", err)
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ package cuda
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/blendrag/blendrag/kernels"
@@ -139,5 +140,54 @@ func TestUploadF32QueuedKeepsTheDeviceOrder(t *testing.T) {
 	}
 	if err := d.UploadF32Queued(b, make([]float32, n+1)); !errors.Is(err, kernels.ErrShape) {
 		t.Errorf("queued upload larger than the buffer: %v, want ErrShape", err)
+	}
+}
+
+// TestDownloadF32QueuedSeesTheWorkBeforeIt: queued downloads of a buffer
+// that kernels keep changing — more in all than one block of pinned memory —
+// each give the values after the work queued before them, also after their
+// memory was released and reused; a download beyond the buffer is refused.
+func TestDownloadF32QueuedSeesTheWorkBeforeIt(t *testing.T) {
+	d := openDevice(t)
+	const n = 3 << 20 // floats: 12 MiB per download
+	src := make([]float32, n)
+	for j := range src {
+		src[j] = float32(j % 1000)
+	}
+	b := devF32s(t, d, src)
+	one := devF32s(t, d, make([]float32, n))
+	if err := d.UploadF32(one, slices.Repeat([]float32{1}, n)); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		var dls []Download
+		for range 4 {
+			if err := d.Add(b, one, n); err != nil {
+				t.Fatal(err)
+			}
+			dl, err := d.DownloadF32Queued(b, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dls = append(dls, dl)
+		}
+		for i, dl := range dls {
+			got, err := d.WaitDownload(dl)
+			if err != nil {
+				t.Fatal(err)
+			}
+			added := float32(round*4 + i + 1)
+			for j := range got {
+				if got[j] != float32(j%1000)+added {
+					t.Fatalf("round %d, download %d: value %d is %v, want %v", round, i, j, got[j], float32(j%1000)+added)
+				}
+			}
+		}
+		if err := d.ReleaseDownloads(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.DownloadF32Queued(b, n+1); !errors.Is(err, kernels.ErrShape) {
+		t.Errorf("download beyond the buffer: %v, want ErrShape", err)
 	}
 }

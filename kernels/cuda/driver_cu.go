@@ -31,8 +31,9 @@ type driver struct {
 	ctx   cu.CUContext
 	mod   cu.Module
 	fns   [numKernels]cu.Function
-	blas  *cublas // nil until the first sgemm
-	stage stager  // asynchronous uploads (htodAsync)
+	blas  *cublas    // nil until the first sgemm
+	stage stager     // asynchronous uploads (htodAsync)
+	down  downloader // asynchronous downloads (dtohQueued)
 }
 
 // openDriver initialises GPU ordinal and returns it with its name.
@@ -117,7 +118,7 @@ func (drv *driver) close() error {
 	}
 	defer unbind()
 	var errs []error
-	errs = append(errs, drv.stage.close())
+	errs = append(errs, drv.stage.close(), drv.down.close())
 	if drv.blas != nil {
 		errs = append(errs, drv.blas.close())
 	}
@@ -154,6 +155,15 @@ func (drv *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
 func (drv *driver) htodQueued(dst uintptr, src unsafe.Pointer, n int64) error {
 	return drv.stage.upload(dst, src, n, true)
 }
+
+// dtohQueued queues a copy of n bytes at src to pinned host memory after
+// the work queued before it, without waiting; waitDownload(i) returns the
+// memory once the copy is done, valid until releaseDownloads.
+func (drv *driver) dtohQueued(src uintptr, n int64) (int, error) { return drv.down.queue(src, n) }
+
+func (drv *driver) waitDownload(i int) (unsafe.Pointer, error) { return drv.down.wait(i) }
+
+func (drv *driver) releaseDownloads() error { return drv.down.release() }
 
 func (drv *driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {
 	return cu.MemcpyDtoH(dst, cu.DevicePtr(src), n)

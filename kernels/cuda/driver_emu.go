@@ -27,7 +27,9 @@ var kernelSource string
 
 // driver runs kernels.cu in the CPU emulation of emu.cc: "device" memory is
 // host memory, launches run to completion before they return.
-type driver struct{}
+type driver struct {
+	downloads [][]byte // dtohQueued's copies until releaseDownloads
+}
 
 // openDriver opens the emulated device; there is only ordinal 0.
 func openDriver(ordinal int) (*driver, string, error) {
@@ -76,6 +78,29 @@ func (d *driver) htodAsync(dst uintptr, src unsafe.Pointer, n int64) error {
 // htodQueued is htod: emulated work finishes before the call returns.
 func (d *driver) htodQueued(dst uintptr, src unsafe.Pointer, n int64) error {
 	return d.htod(dst, src, n)
+}
+
+// dtohQueued copies at once (emulated work is finished when it returns)
+// into memory of its own that waitDownload(i) returns.
+func (d *driver) dtohQueued(src uintptr, n int64) (int, error) {
+	b := make([]byte, n)
+	if n > 0 {
+		C.emu_copy_out(unsafe.Pointer(&b[0]), C.uint64_t(src), C.size_t(n))
+	}
+	d.downloads = append(d.downloads, b)
+	return len(d.downloads) - 1, nil
+}
+
+func (d *driver) waitDownload(i int) (unsafe.Pointer, error) {
+	if i < 0 || i >= len(d.downloads) {
+		return nil, fmt.Errorf("no queued download %d", i)
+	}
+	return unsafe.Pointer(unsafe.SliceData(d.downloads[i])), nil
+}
+
+func (d *driver) releaseDownloads() error {
+	d.downloads = nil
+	return nil
 }
 
 func (*driver) dtoh(dst unsafe.Pointer, src uintptr, n int64) error {

@@ -131,3 +131,147 @@ func (s *stager) close() error {
 	*s = stager{}
 	return errors.Join(errs...)
 }
+
+// downloader copies device memory to pinned host memory on a stream of its
+// own, after the work queued before each copy and beside the work queued
+// after it. Its pinned memory is blocks allocated as needed and handed out
+// in order until release, which coalesces them into one block for next
+// time. Its methods run with the context bound.
+type downloader struct {
+	stream cu.Stream // nil-valued until first use
+	ready  bool
+	mark   cu.Event // recorded on the default stream: what a copy waits for
+	blocks []pinned
+	queued []queuedCopy
+	events []cu.Event // finished copies' events, for reuse
+}
+
+type pinned struct {
+	base       unsafe.Pointer
+	size, used int64
+}
+
+type queuedCopy struct {
+	host unsafe.Pointer
+	done cu.Event
+}
+
+// queue queues a copy of n bytes at src and returns its index for wait.
+func (dl *downloader) queue(src uintptr, n int64) (int, error) {
+	if !dl.ready {
+		s, err := cu.MakeStream(cu.NonBlocking)
+		if err != nil {
+			return 0, fmt.Errorf("download stream: %w", err)
+		}
+		if dl.mark, err = cu.MakeEvent(cu.DisableTiming); err != nil {
+			return 0, errors.Join(fmt.Errorf("download event: %w", err), s.Destroy())
+		}
+		dl.stream, dl.ready = s, true
+	}
+	host, err := dl.take(n)
+	if err != nil {
+		return 0, err
+	}
+	var done cu.Event
+	if k := len(dl.events); k > 0 {
+		done, dl.events = dl.events[k-1], dl.events[:k-1]
+	} else if done, err = cu.MakeEvent(cu.DisableTiming); err != nil {
+		return 0, fmt.Errorf("download event: %w", err)
+	}
+	// The copy waits for the work queued so far on the default stream (it
+	// wrote src), and nothing on the default stream waits for the copy.
+	err = errors.Join(dl.mark.Record(cu.Stream{}), dl.stream.Wait(dl.mark, 0))
+	if err == nil {
+		err = cu.MemcpyDtoHAsync(host, cu.DevicePtr(src), n, dl.stream)
+	}
+	if err == nil {
+		err = done.Record(dl.stream)
+	}
+	if err != nil {
+		dl.events = append(dl.events, done)
+		return 0, err
+	}
+	dl.queued = append(dl.queued, queuedCopy{host: host, done: done})
+	return len(dl.queued) - 1, nil
+}
+
+// take returns n bytes of pinned memory, from the last block or a new one.
+func (dl *downloader) take(n int64) (unsafe.Pointer, error) {
+	if k := len(dl.blocks); k > 0 && dl.blocks[k-1].size-dl.blocks[k-1].used >= n {
+		b := &dl.blocks[k-1]
+		p := unsafe.Add(b.base, b.used)
+		b.used += (n + 255) &^ 255
+		return p, nil
+	}
+	size := max(n, 16<<20)
+	if k := len(dl.blocks); k > 0 {
+		size = max(size, 2*dl.blocks[k-1].size)
+	}
+	var p unsafe.Pointer
+	if rc := C.blendragHostAlloc(&p, C.size_t(size)); rc != C.CUDA_SUCCESS {
+		return nil, fmt.Errorf("pinned host memory of %d bytes: CUresult %d", size, int(rc))
+	}
+	dl.blocks = append(dl.blocks, pinned{base: p, size: size, used: (n + 255) &^ 255})
+	return p, nil
+}
+
+// wait waits for copy i and returns its host memory.
+func (dl *downloader) wait(i int) (unsafe.Pointer, error) {
+	if i < 0 || i >= len(dl.queued) {
+		return nil, fmt.Errorf("no queued download %d", i)
+	}
+	if err := dl.queued[i].done.Synchronize(); err != nil {
+		return nil, err
+	}
+	return dl.queued[i].host, nil
+}
+
+// release waits for every queued copy and makes their memory free for
+// reuse, coalescing the blocks into one.
+func (dl *downloader) release() error {
+	if !dl.ready {
+		return nil
+	}
+	err := dl.stream.Synchronize()
+	for _, q := range dl.queued {
+		dl.events = append(dl.events, q.done)
+	}
+	dl.queued = dl.queued[:0]
+	if len(dl.blocks) > 1 {
+		var total int64
+		for _, b := range dl.blocks {
+			total += b.size
+			if rc := C.blendragHostFree(b.base); rc != C.CUDA_SUCCESS {
+				err = errors.Join(err, fmt.Errorf("freeing pinned memory: CUresult %d", int(rc)))
+			}
+		}
+		dl.blocks = dl.blocks[:0]
+		var p unsafe.Pointer
+		if rc := C.blendragHostAlloc(&p, C.size_t(total)); rc == C.CUDA_SUCCESS {
+			dl.blocks = append(dl.blocks, pinned{base: p, size: total})
+		} // else: allocated again on demand
+	}
+	for i := range dl.blocks {
+		dl.blocks[i].used = 0
+	}
+	return err
+}
+
+// close waits for the copies and frees the stream, events and memory.
+func (dl *downloader) close() error {
+	if !dl.ready {
+		return nil
+	}
+	err := dl.release()
+	for _, b := range dl.blocks {
+		if rc := C.blendragHostFree(b.base); rc != C.CUDA_SUCCESS {
+			err = errors.Join(err, fmt.Errorf("freeing pinned memory: CUresult %d", int(rc)))
+		}
+	}
+	for i := range dl.events {
+		err = errors.Join(err, cu.DestroyEvent(&dl.events[i]))
+	}
+	err = errors.Join(err, cu.DestroyEvent(&dl.mark), dl.stream.Destroy())
+	*dl = downloader{}
+	return err
+}
