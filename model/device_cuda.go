@@ -405,10 +405,13 @@ func (p *cudaPass) SetGroups(g *kernels.KeyGroups) { p.groups = g }
 // pendingWrite is a WriteKV whose host copy is pending: row src[j] of
 // layer l's fresh keys and values goes to cache row dst[j].
 type pendingWrite struct {
-	l    int
-	src  []int
-	dst  []int32
-	k, v cuda.Download // the layer's fresh rows, on their way to the host
+	l   int
+	src []int
+	dst []int32
+	// queued: the layer's fresh rows were queued for the host by WriteKV
+	// (k and v); otherwise flush downloads them.
+	queued bool
+	k, v   cuda.Download
 }
 
 // FreshK returns the fresh keys of the rows at the last QKV, downloading
@@ -459,24 +462,77 @@ func (p *cudaPass) freshRows(l int) (fk, fv *cuda.Buffer, err error) {
 	return fk, fv, err
 }
 
+// layerDownloadMin is the size of a layer's fresh keys (or values) from
+// which WriteKV queues their download at once rather than at flush.
+const layerDownloadMin = 256 << 10
+
 // flush writes the pending rows' fresh keys and values into the host cache
-// — downloads WriteKV queued, which ran beside the device's later work —
-// skipping rows the host cache has lost or rewritten since WriteKV (its
-// record no longer marks them current).
+// — a layer's queued by WriteKV, which ran beside the device's later
+// work, the others downloaded now, all layers at once — skipping rows the
+// host cache has lost or rewritten since WriteKV (its record no longer
+// marks them current).
 func (p *cudaPass) flush() error {
 	if len(p.pending) == 0 {
 		return nil
 	}
+	b := p.b
+	err := p.writePending()
+	p.pending = p.pending[:0]
+	if err = errors.Join(err, b.d.ReleaseDownloads()); err != nil {
+		return fmt.Errorf("model: %s: the pass's keys and values to the host: %w", b.name, err)
+	}
+	return nil
+}
+
+// writePending is flush's work, before the downloads' memory is released.
+func (p *cudaPass) writePending() error {
 	b, kd := p.b, p.kv.KVDim
+	top := 0 // layers [0, top) hold the rows not queued yet
+	for _, w := range p.pending {
+		if !w.queued {
+			top = max(top, w.l+1)
+		}
+	}
+	var allK, allV []float32
+	if top > 0 {
+		floats := top * p.n0 * kd
+		fk, err := b.freshK.View(0, int64(floats)*4)
+		if err != nil {
+			return err
+		}
+		fv, err := b.freshV.View(0, int64(floats)*4)
+		if err != nil {
+			return err
+		}
+		dk, err := b.d.DownloadF32Queued(fk, floats)
+		if err != nil {
+			return err
+		}
+		dv, err := b.d.DownloadF32Queued(fv, floats)
+		if err != nil {
+			return err
+		}
+		if allK, err = b.d.WaitDownload(dk); err != nil {
+			return err
+		}
+		if allV, err = b.d.WaitDownload(dv); err != nil {
+			return err
+		}
+	}
 	mirror := &p.kv.mirror
-	var err error
 	for _, w := range p.pending {
 		var sk, sv []float32
-		if sk, err = b.d.WaitDownload(w.k); err == nil {
-			sv, err = b.d.WaitDownload(w.v)
-		}
-		if err != nil {
-			break
+		if w.queued {
+			var err error
+			if sk, err = b.d.WaitDownload(w.k); err != nil {
+				return err
+			}
+			if sv, err = b.d.WaitDownload(w.v); err != nil {
+				return err
+			}
+		} else {
+			at := w.l * p.n0 * kd
+			sk, sv = allK[at:at+p.n0*kd], allV[at:at+p.n0*kd]
 		}
 		// Rows in parallel on the model's (idle) worker pool: at a long
 		// prefill this is hundreds of megabytes.
@@ -490,10 +546,6 @@ func (p *cudaPass) flush() error {
 				copy(p.kv.V[w.l][r*kd:(r+1)*kd], sv[i*kd:(i+1)*kd])
 			}
 		})
-	}
-	p.pending = p.pending[:0]
-	if err = errors.Join(err, b.d.ReleaseDownloads()); err != nil {
-		return fmt.Errorf("model: %s: the pass's keys and values to the host: %w", b.name, err)
 	}
 	return nil
 }
@@ -592,20 +644,23 @@ func (p *cudaPass) WriteKV(l int, sel []int) error {
 		// host cache gets them when the pass ends.
 		s.run("targets", func() error { return b.d.SetRowIndex(&b.targets, targets, keys) })
 		s.run("scatter k, v", func() error { return b.d.ScatterRowsKV(p.cache.k[l], p.cache.v[l], keys, b.k, b.v, &b.targets, kd) })
-		// The rows start on their way to the host now, beside the
-		// device's later work; flush waits for them.
-		w := pendingWrite{l: l, src: slices.Clone(sel), dst: targets}
-		s.run("keys and values to the host", func() error {
-			fk, fv, err := p.freshRows(l)
-			if err != nil {
+		// A layer of many rows starts on its way to the host now, beside
+		// the device's later work; a few rows (decoding) wait for the end
+		// of the pass and go with the other layers' in one download.
+		w := pendingWrite{l: l, src: slices.Clone(sel), dst: targets, queued: n*kd*4 >= layerDownloadMin}
+		if w.queued {
+			s.run("keys and values to the host", func() error {
+				fk, fv, err := p.freshRows(l)
+				if err != nil {
+					return err
+				}
+				if w.k, err = b.d.DownloadF32Queued(fk, n*kd); err != nil {
+					return err
+				}
+				w.v, err = b.d.DownloadF32Queued(fv, n*kd)
 				return err
-			}
-			if w.k, err = b.d.DownloadF32Queued(fk, n*kd); err != nil {
-				return err
-			}
-			w.v, err = b.d.DownloadF32Queued(fv, n*kd)
-			return err
-		})
+			})
+		}
 		if s.err == nil {
 			p.pending = append(p.pending, w)
 		}

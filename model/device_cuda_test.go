@@ -127,6 +127,9 @@ func TestCUDAForwardMatchesCPU(t *testing.T) {
 		{modeltest.Spec{Name: "q8_0-gqa3", Layers: 2, Dim: 96, Heads: 6, KVHeads: 2, FFN: 160, Seed: 3, Weights: kernels.Q8_0}, 1e-2},
 		{modeltest.Spec{Name: "f16-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 4, Weights: kernels.F16}, 1e-2},
 		{modeltest.Spec{Name: "f32-mha", Layers: 2, Dim: 64, Heads: 4, KVHeads: 4, FFN: 96, Seed: 1, Weights: kernels.F32}, 1e-4},
+		// Wide enough (300 rows × 256) that the prefill's keys and values
+		// leave for the host layer by layer during the pass.
+		{modeltest.Spec{Name: "f32-wide", Layers: 2, Dim: 256, Heads: 4, KVHeads: 4, FFN: 96, Seed: 6, Weights: kernels.F32}, 1e-4},
 	} {
 		t.Run(c.spec.Name, func(t *testing.T) {
 			m := modeltest.New(t, c.spec)
