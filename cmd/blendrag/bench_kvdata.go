@@ -112,6 +112,9 @@ func addKVDataBenchCommand(bench *cobra.Command) {
 			"chunks after P (the precompute step) for tokens/s. The default codec is marked.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if df.device != "cpu" {
+				return fmt.Errorf("--device %s: bench kv measures the CPU (its precompute and cross-encoder rates); see bench engine and eval blend for a GPU", df.device)
+			}
 			cfg := server.Config{
 				DataDir:   df.dir,
 				ModelsDir: modelsDir(cmd),
