@@ -117,7 +117,9 @@ func (s *stager) close() error {
 		return nil
 	}
 	var errs []error
-	errs = append(errs, s.stream.Synchronize())
+	// Ordered copies run on the default stream: wait for it as well
+	// before the staging memory goes.
+	errs = append(errs, s.stream.Synchronize(), cu.Synchronize())
 	for _, c := range s.inflight {
 		s.events = append(s.events, c.ev)
 	}
