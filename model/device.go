@@ -73,7 +73,8 @@ type Profiler interface {
 // time for the interval (WallMS), the device's time running operations
 // (BusyMS; WallMS − BusyMS is time it waited for the host), and each kind
 // of operation — a kernel by name, "cublas_sgemm", or a copy ("upload",
-// "upload_async", "upload_queued", "download", "copy") — longest first.
+// "upload_async", "upload_queued", "download", "download_queued", "copy";
+// see cuda.OpTime) — longest first.
 type DeviceProfile struct {
 	WallMS float64    `json:"wall_ms"`
 	BusyMS float64    `json:"busy_ms"`

@@ -111,6 +111,10 @@ func (d *Device) Close() error {
 			}
 		}
 		d.acts, d.scores, d.rows = nil, nil, nil
+		if d.prof != nil {
+			errs = append(errs, d.prof.free(d.drv))
+			d.prof = nil
+		}
 		return errors.Join(errs...)
 	})
 	if errors.Is(err, ErrClosed) {

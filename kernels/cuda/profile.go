@@ -24,9 +24,11 @@ type Profile struct {
 }
 
 // OpTime is the total of one kind of operation in a Profile: a kernel (by
-// its name in kernels.cu), "cublas_sgemm", "upload", "upload_async" (the
-// default stream's wait for the copy stream), "upload_queued", "download"
-// or "copy".
+// its name in kernels.cu), "cublas_sgemm", or a copy: "upload",
+// "upload_queued", "download", "copy", and "upload_async" and
+// "download_queued", whose transfers run on streams of their own (their
+// times are the default stream's wait for the upload, and nothing for the
+// download).
 type OpTime struct {
 	Name   string
 	Calls  int
