@@ -583,8 +583,7 @@ func (p *cudaPass) QKV(l int) error {
 	s.run("q, k, v", func() error {
 		return b.matmuls([]*cuda.Buffer{b.q, b.k, b.v}, []cudaWeight{g.q, g.k, g.v}, b.x, n)
 	})
-	s.run("rope q", func() error { return d.RoPE(b.q, b.rope, b.rowPos, n, c.Heads) })
-	s.run("rope k", func() error { return d.RoPE(b.k, b.rope, b.rowPos, n, c.KVHeads) })
+	s.run("rope q, k", func() error { return d.RoPEPair(b.q, b.k, b.rope, b.rowPos, n, c.Heads, c.KVHeads) })
 	s.run("keep k, v", func() error {
 		for _, w := range p.pending {
 			if w.l == l { // QKV(l) again: its first rows must reach the host first
@@ -776,8 +775,7 @@ func (p *cudaPass) AttendMLP(l int) error {
 		})
 	})
 	s.run("output projection", func() error { return b.matmul(b.x, g.o, b.att, n) })
-	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
-	s.run("ffn norm", func() error { return d.RMSNorm(b.x, b.h, g.ffnNorm, n, c.Dim, c.NormEps) })
+	s.run("residual, ffn norm", func() error { return d.AddRMSNorm(b.x, b.h, b.x, g.ffnNorm, n, c.Dim, c.NormEps) })
 	s.run("gate, up", func() error {
 		return b.matmuls([]*cuda.Buffer{b.gate, b.up}, []cudaWeight{g.gate, g.up}, b.x, n)
 	})

@@ -248,8 +248,8 @@ bool run(int k, const uint64_t* a) {
     case 2: mm_q8_0(ptr<const unsigned char*>(a[0]), ptr<const unsigned char*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
     case 3: mm_f32(ptr<const float*>(a[0]), ptr<const float*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
     case 4: mm_f16(ptr<const unsigned short*>(a[0]), ptr<const float*>(a[1]), ptr<float*>(a[2]), i32(a[3]), i32(a[4]), i32(a[5])); return true;
-    case 5: rmsnorm(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), i32(a[3]), f32arg(a[4])); return true;
-    case 6: rope(ptr<float*>(a[0]), ptr<const int*>(a[1]), i32(a[2]), ptr<const double*>(a[3]), i32(a[4]), i32(a[5]), i32(a[6])); return true;
+    case 5: rmsnorm(ptr<float*>(a[0]), ptr<float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]), i32(a[4]), f32arg(a[5])); return true;
+    case 6: rope(ptr<float*>(a[0]), ptr<float*>(a[1]), ptr<const int*>(a[2]), i32(a[3]), ptr<const double*>(a[4]), i32(a[5]), i32(a[6]), i32(a[7]), i32(a[8])); return true;
     case 7:
         attend(ptr<float*>(a[0]), ptr<const float*>(a[1]), ptr<const float*>(a[2]), ptr<const float*>(a[3]),
                ptr<const int*>(a[4]), ptr<const int*>(a[5]), ptr<const unsigned char*>(a[6]), ptr<const float*>(a[7]),

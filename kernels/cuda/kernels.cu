@@ -214,10 +214,18 @@ extern "C" __global__ void mm_f16(const unsigned short* w, const float* x, float
 // mean = f32(sum_i f64(x_i*x_i) / dim) with the float64 sum in index order,
 // scale = 1/f32(sqrt(f64(mean+eps))), dst_i = (x_i*scale)*w_i. The sum is
 // serial (thread 0) to keep the CPU's order; w may be null (no gain).
-extern "C" __global__ void rmsnorm(float* dst, const float* x, const float* w, int dim, float eps) {
+// With res not null the row is first the residual sum x_i = x_i + res_i
+// (written back to x, as add_f32 would), then normalised: one launch for
+// kernels.Add followed by RMSNorm; dst may be x or res.
+extern "C" __global__ void rmsnorm(float* dst, float* x, const float* res, const float* w, int dim, float eps) {
     __shared__ float sscale;
-    const float* xr = x + (long long)blockIdx.x * dim;
+    float* xr = x + (long long)blockIdx.x * dim;
     float* dr = dst + (long long)blockIdx.x * dim;
+    if (res) {
+        const float* rr = res + (long long)blockIdx.x * dim;
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) xr[i] = __fadd_rn(xr[i], rr[i]);
+        __syncthreads();  // every sum is in x before thread 0 reads the row
+    }
     if (threadIdx.x == 0) {
         double sum = 0.0;
         for (int i = 0; i < dim; i++) sum += (double)__fmul_rn(xr[i], xr[i]);
@@ -238,9 +246,15 @@ extern "C" __global__ void rmsnorm(float* dst, const float* x, const float* w, i
 // position posConst when pos is null (RoPE shift by a delta). Pair i turns
 // by pos*theta[i], computed in float64; cos and sin are rounded to float32.
 // Normal layout: pair (2i, 2i+1); NeoX: (i, i+headDim/2).
-// Launch: one block per row, threads over the headDim/2 pairs.
-extern "C" __global__ void rope(float* x, const int* pos, int posConst, const double* theta,
-                                int nHeads, int headDim, int neox) {
+// Launch: one block per row, threads over the headDim/2 pairs; blocks with
+// blockIdx.y = 1 rotate row r of x2 (nHeads2 heads) instead, at the same
+// position (a layer's queries and keys in one launch).
+extern "C" __global__ void rope(float* x, float* x2, const int* pos, int posConst, const double* theta,
+                                int nHeads, int nHeads2, int headDim, int neox) {
+    if (blockIdx.y == 1) {
+        x = x2;
+        nHeads = nHeads2;
+    }
     int r = blockIdx.x;
     int half = headDim / 2;
     double p = (double)(pos ? pos[r] : posConst);

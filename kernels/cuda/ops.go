@@ -242,22 +242,36 @@ func (d *Device) MatMulBLAS(dst *Buffer, m *Matrix, x *Buffer, n int) error {
 // RMSNorm sets dst row r = kernels.RMSNorm(x row r, w, eps) for n rows of dim
 // values, bit for bit. w (dim gains) may be nil; dst may be x.
 func (d *Device) RMSNorm(dst, x, w *Buffer, n, dim int, eps float32) error {
+	return d.rmsnorm(dst, x, nil, w, n, dim, eps)
+}
+
+// AddRMSNorm adds res to x (x += res, as Add does) and sets dst to the
+// RMSNorm of the sum, as RMSNorm does — in one launch, bit for bit the two
+// calls: a layer's residual addition and the next norm. dst may be x or
+// res.
+func (d *Device) AddRMSNorm(dst, x, res, w *Buffer, n, dim int, eps float32) error {
+	if res == nil {
+		return fmt.Errorf("cuda: add-rmsnorm without a residual: %w", kernels.ErrShape)
+	}
+	return d.rmsnorm(dst, x, res, w, n, dim, eps)
+}
+
+func (d *Device) rmsnorm(dst, x, res, w *Buffer, n, dim int, eps float32) error {
 	if n <= 0 || dim <= 0 {
 		return fmt.Errorf("cuda: rmsnorm of %d×%d: %w", n, dim, kernels.ErrShape)
 	}
-	if err := needF32("rmsnorm input", x, n*dim); err != nil {
-		return err
-	}
-	if err := needF32("rmsnorm output", dst, n*dim); err != nil {
-		return err
+	err := errors.Join(needF32("rmsnorm input", x, n*dim), needF32("rmsnorm output", dst, n*dim))
+	if res != nil {
+		err = errors.Join(err, needF32("rmsnorm residual", res, n*dim))
 	}
 	if w != nil {
-		if err := needF32("rmsnorm weight", w, dim); err != nil {
-			return err
-		}
+		err = errors.Join(err, needF32("rmsnorm weight", w, dim))
+	}
+	if err != nil {
+		return err
 	}
 	return d.do(func() error {
-		a := new(args).buf(dst).buf(x).buf(w).i32(dim).f32(eps)
+		a := new(args).buf(dst).buf(x).buf(res).buf(w).i32(dim).f32(eps)
 		if err := d.launch(kRMSNorm, n, 1, min(256, ceilDiv(dim, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rmsnorm: %w", err)
 		}
@@ -302,33 +316,47 @@ func (d *Device) FreeRoPE(r *RoPE) error {
 // values each) for the positions pos (n int32 values on the device), as
 // kernels.RoPETable.Apply does row by row.
 func (d *Device) RoPE(x *Buffer, r *RoPE, pos *Buffer, n, nHeads int) error {
+	return d.RoPEPair(x, nil, r, pos, n, nHeads, 0)
+}
+
+// RoPEPair is RoPE of x (nHeads heads per row) and of x2 (nHeads2 heads
+// per row; nil: none) at the same positions, in one launch — a layer's
+// queries and keys.
+func (d *Device) RoPEPair(x, x2 *Buffer, r *RoPE, pos *Buffer, n, nHeads, nHeads2 int) error {
 	if pos == nil || int64(n)*4 > pos.size {
 		return fmt.Errorf("cuda: rope: %d positions, buffer has %d bytes: %w", n, sizeOf(pos), kernels.ErrShape)
 	}
-	return d.rope(x, r, pos, 0, n, nHeads)
+	return d.rope(x, x2, r, pos, 0, n, nHeads, nHeads2)
 }
 
 // RoPEShift rotates n rows of already-rotated heads by delta positions, as
 // kernels.RoPETable.Shift does: RoPE(k, p+Δ) = RoPEShift(RoPE(k, p), Δ) up to
 // rounding.
 func (d *Device) RoPEShift(x *Buffer, r *RoPE, n, nHeads, delta int) error {
-	return d.rope(x, r, nil, delta, n, nHeads)
+	return d.rope(x, nil, r, nil, delta, n, nHeads, 0)
 }
 
-func (d *Device) rope(x *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads int) error {
-	if r == nil || n <= 0 || nHeads <= 0 || delta < math.MinInt32 || delta > math.MaxInt32 {
-		return fmt.Errorf("cuda: rope of %d rows × %d heads (delta %d): %w", n, nHeads, delta, kernels.ErrShape)
+func (d *Device) rope(x, x2 *Buffer, r *RoPE, pos *Buffer, delta, n, nHeads, nHeads2 int) error {
+	if r == nil || n <= 0 || nHeads <= 0 || (x2 != nil && nHeads2 <= 0) || delta < math.MinInt32 || delta > math.MaxInt32 {
+		return fmt.Errorf("cuda: rope of %d rows × %d (and %d) heads (delta %d): %w", n, nHeads, nHeads2, delta, kernels.ErrShape)
 	}
 	if err := needF32("rope", x, n*nHeads*r.headDim); err != nil {
 		return err
+	}
+	gy := 1
+	if x2 != nil {
+		if err := needF32("rope", x2, n*nHeads2*r.headDim); err != nil {
+			return err
+		}
+		gy = 2
 	}
 	neox := 0
 	if r.neox {
 		neox = 1
 	}
 	return d.do(func() error {
-		a := new(args).buf(x).buf(pos).i32(delta).buf(r.theta).i32(nHeads).i32(r.headDim).i32(neox)
-		if err := d.launch(kRoPE, n, 1, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
+		a := new(args).buf(x).buf(x2).buf(pos).i32(delta).buf(r.theta).i32(nHeads).i32(nHeads2).i32(r.headDim).i32(neox)
+		if err := d.launch(kRoPE, n, gy, min(128, ceilDiv(r.headDim/2, 32)*32), 0, a); err != nil {
 			return fmt.Errorf("cuda: rope: %w", err)
 		}
 		return nil

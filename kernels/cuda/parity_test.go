@@ -354,6 +354,65 @@ func TestRMSNormMatchesCPUBitwise(t *testing.T) {
 	}
 }
 
+// TestAddRMSNormIsAddThenRMSNorm: the fused residual addition and norm
+// leaves x = x + res and dst = RMSNorm(x + res) bit for bit as the CPU's
+// Add and RMSNorm, with dst a buffer of its own and dst the residual itself
+// (the backend's use).
+func TestAddRMSNormIsAddThenRMSNorm(t *testing.T) {
+	d := openDevice(t)
+	r := rand.New(rand.NewPCG(25, 26))
+	const n, dim = 5, 576
+	const eps = 1e-5
+	x, res, w := randF32(r, n*dim, 4), randF32(r, n*dim, 2), randF32(r, dim, 1.5)
+	sum := slices.Clone(x)
+	kernels.Add(sum, res)
+	want := make([]float32, n*dim)
+	for i := 0; i < n; i++ {
+		kernels.RMSNorm(want[i*dim:(i+1)*dim], sum[i*dim:(i+1)*dim], w, eps)
+	}
+	wb := devF32s(t, d, w)
+	for _, into := range []string{"own", "residual"} {
+		xb, rb := devF32s(t, d, x), devF32s(t, d, res)
+		dst := rb
+		if into == "own" {
+			dst = devZeros(t, d, n*dim)
+		}
+		if err := d.AddRMSNorm(dst, xb, rb, wb, n, dim, eps); err != nil {
+			t.Fatal(err)
+		}
+		bitwiseEqual(t, "add-rmsnorm sum (into "+into+")", download(t, d, xb, n*dim), sum)
+		bitwiseEqual(t, "add-rmsnorm norm (into "+into+")", download(t, d, dst, n*dim), want)
+	}
+}
+
+// TestRoPEPairIsTwoRoPEs: rotating queries and keys in one launch gives
+// bit for bit the two separate rotations.
+func TestRoPEPairIsTwoRoPEs(t *testing.T) {
+	d := openDevice(t)
+	r := rand.New(rand.NewPCG(27, 28))
+	const n, qHeads, kHeads, headDim = 6, 9, 3, 64
+	tab, err := kernels.NewRoPETable(headDim, 100000, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dr, err := d.NewRoPE(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.FreeRoPE(dr)
+	q, k := randF32(r, n*qHeads*headDim, 2), randF32(r, n*kHeads*headDim, 2)
+	pos := devI32s(t, d, []int32{0, 5, 17, 300, 4000, 8191})
+	q1, k1, q2, k2 := devF32s(t, d, q), devF32s(t, d, k), devF32s(t, d, q), devF32s(t, d, k)
+	if err := errors.Join(d.RoPE(q1, dr, pos, n, qHeads), d.RoPE(k1, dr, pos, n, kHeads)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RoPEPair(q2, k2, dr, pos, n, qHeads, kHeads); err != nil {
+		t.Fatal(err)
+	}
+	bitwiseEqual(t, "queries", download(t, d, q2, len(q)), download(t, d, q1, len(q)))
+	bitwiseEqual(t, "keys", download(t, d, k2, len(k)), download(t, d, k1, len(k)))
+}
+
 // TestRoPEMatchesCPU: rotations agree with RoPETable.Apply and Shift to
 // within 1 ulp of the larger of the pair's inputs (the float64 sincos of
 // the GPU and Go's math.Sincos may round differently in the last bit, which
