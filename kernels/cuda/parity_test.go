@@ -23,7 +23,7 @@ import (
 // emu.cc (no GPU, no CUDA packages; cuBLAS skipped) — a check of the
 // kernels' logic and of the launches, not of the GPU.
 
-func openDevice(t *testing.T) *Device {
+func openDevice(t testing.TB) *Device {
 	t.Helper()
 	d, err := Open(0)
 	if err != nil {
@@ -38,7 +38,7 @@ func openDevice(t *testing.T) *Device {
 }
 
 // devF32s uploads x into a fresh device buffer freed at the end of the test.
-func devF32s(t *testing.T, d *Device, x []float32) *Buffer {
+func devF32s(t testing.TB, d *Device, x []float32) *Buffer {
 	t.Helper()
 	b, err := d.NewF32(x)
 	if err != nil {
@@ -48,7 +48,7 @@ func devF32s(t *testing.T, d *Device, x []float32) *Buffer {
 	return b
 }
 
-func devI32s(t *testing.T, d *Device, x []int32) *Buffer {
+func devI32s(t testing.TB, d *Device, x []int32) *Buffer {
 	t.Helper()
 	b, err := d.NewI32(x)
 	if err != nil {
@@ -58,12 +58,12 @@ func devI32s(t *testing.T, d *Device, x []int32) *Buffer {
 	return b
 }
 
-func devZeros(t *testing.T, d *Device, n int) *Buffer {
+func devZeros(t testing.TB, d *Device, n int) *Buffer {
 	t.Helper()
 	return devF32s(t, d, make([]float32, n))
 }
 
-func download(t *testing.T, d *Device, b *Buffer, n int) []float32 {
+func download(t testing.TB, d *Device, b *Buffer, n int) []float32 {
 	t.Helper()
 	out := make([]float32, n)
 	if err := d.DownloadF32(out, b); err != nil {
