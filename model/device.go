@@ -53,9 +53,11 @@ type ChunkTier interface {
 // ChunkTierStats is a ChunkTier's use: PlaceChunk calls served from the
 // tier (Hits) and from host memory (Misses), and what it holds now.
 type ChunkTierStats struct {
-	Hits, Misses  int64
-	Entries       int   // (chunk, layer) pairs held
-	Bytes, Budget int64 // device bytes held and allowed
+	Hits    int64 `json:"hits"`
+	Misses  int64 `json:"misses"`
+	Entries int   `json:"entries"` // (chunk, layer) pairs held
+	Bytes   int64 `json:"bytes"`   // device bytes held
+	Budget  int64 `json:"budget"`  // and allowed
 }
 
 // Profiler is implemented by device backends that can time their device

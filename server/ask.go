@@ -293,6 +293,10 @@ func (s *Service) fuse(ctx context.Context, seg blend.Segments, ids []string, op
 			opt.ChunkIDs = ids
 		}
 		res, err = blend.Prefill(ctx, e.m, seg, e.prefix, bsrc, opt)
+		if t, ok := e.be.(model.ChunkTier); ok {
+			st := t.ChunkTierStats()
+			e.devTier.Store(&st)
+		}
 		if ld != nil {
 			if err == nil {
 				// The store's read time is per row of the chunks it read.

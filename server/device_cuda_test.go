@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/blendrag/blendrag/blend"
 )
 
@@ -62,6 +64,15 @@ func TestHTTPQueryOnCUDAMatchesTheCPU(t *testing.T) {
 		if round == 1 && (got.Timings.KVDevice != len(got.Citations) || got.Timings.KVMissing != 0) {
 			t.Errorf("round 1: kv_device %d, kv_missing %d; want %d and 0", got.Timings.KVDevice, got.Timings.KVMissing, len(got.Citations))
 		}
+	}
+
+	// The metrics count the second round's chunks as served by the device
+	// tier, and report the memory it holds.
+	if got := testutil.ToFloat64(gpu.h.metrics.kvTiers.WithLabelValues("device")); got != float64(len(want.Citations)) {
+		t.Errorf("device tier chunks in the metrics = %v, want %d", got, len(want.Citations))
+	}
+	if tiers := gpu.svc.KVTiers(); tiers.Device.Bytes == 0 || tiers.Device.Entries == 0 || tiers.Device.Hits == 0 {
+		t.Errorf("tiers %+v: want the device tier's record", tiers)
 	}
 
 	var texts, ids []string

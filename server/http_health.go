@@ -20,6 +20,9 @@ type Readiness struct {
 	// meanwhile; chunks not precomputed yet are computed on demand).
 	KV          KVProgress `json:"kv_precompute"`
 	IngestQueue int        `json:"ingest_queue"`
+	// KVTiers is what the tiers of chunk KV hold (host RAM, and the
+	// device's with a GPU).
+	KVTiers KVTiers `json:"kv_tiers"`
 	// Calibration is the fidelity gate's record (blendrag calibrate), or
 	// null when the store is not calibrated for the loaded generator (the
 	// built-in defaults apply).
@@ -30,7 +33,8 @@ type Readiness struct {
 
 // readiness checks the Service.
 func (h *HTTP) readiness() Readiness {
-	r := Readiness{Generator: "loaded", KV: h.svc.KVProgress(), IngestQueue: h.jobs.depth(), ShuttingDown: h.closing.Load(), Calibration: h.svc.Calibration()}
+	r := Readiness{Generator: "loaded", KV: h.svc.KVProgress(), IngestQueue: h.jobs.depth(), KVTiers: h.svc.KVTiers(),
+		ShuttingDown: h.closing.Load(), Calibration: h.svc.Calibration()}
 	if h.svc.eng == nil {
 		r.Generator = "disabled"
 	}

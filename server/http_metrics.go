@@ -20,6 +20,7 @@ type httpMetrics struct {
 	ttft     *prometheus.HistogramVec // by mode
 	tokensPS *prometheus.HistogramVec // by mode
 	kvChunks *prometheus.CounterVec   // by result: hit, miss
+	kvTiers  *prometheus.CounterVec   // chunks served by tier: host_ram, device
 	queries  *prometheus.CounterVec   // by outcome: ok, error, cancelled
 	jobs     *prometheus.CounterVec   // finished ingest jobs by state
 	inFlight prometheus.Gauge
@@ -47,6 +48,17 @@ func newHTTPMetrics(h *HTTP) *httpMetrics {
 		Name: "blendrag_kv_chunks_total",
 		Help: "Cited chunks whose KV a query needed, by result: hit (loaded from the KV store) or miss (computed on demand). The hit rate is hit / (hit + miss).",
 	}, []string{"result"})
+	m.kvTiers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "blendrag_kv_tier_chunks_total",
+		Help: "Cited chunks whose KV a fusion took from a tier, by tier: host_ram (the hot tier: no store read) or device (the GPU's tier: assembled within the device).",
+	}, []string{"tier"})
+	tierBytes := func(tier string, bytes func(KVTiers) int64) prometheus.GaugeFunc {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "blendrag_kv_tier_bytes",
+			Help:        "Memory the tiers of chunk KV hold, by tier: host_ram, device (as of the last question).",
+			ConstLabels: prometheus.Labels{"tier": tier},
+		}, func() float64 { return float64(bytes(h.svc.KVTiers())) })
+	}
 	m.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "blendrag_queries_total",
 		Help: "Answered questions (/v1/query and /v1/chat/completions) by outcome: ok, bad_request (4xx), error (5xx), cancelled (client gone or timed out), rejected (429: too many at once).",
@@ -70,8 +82,10 @@ func newHTTPMetrics(h *HTTP) *httpMetrics {
 		p := h.svc.KVProgress()
 		return float64(max(p.Total-p.Done, 0))
 	})
-	m.reg.MustRegister(m.requests, m.ttft, m.tokensPS, m.kvChunks, m.queries, m.jobs, m.inFlight, queue, kvPending,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hostBytes := tierBytes("host_ram", func(t KVTiers) int64 { return t.HotBytes })
+	deviceBytes := tierBytes("device", func(t KVTiers) int64 { return t.Device.Bytes })
+	m.reg.MustRegister(m.requests, m.ttft, m.tokensPS, m.kvChunks, m.kvTiers, m.queries, m.jobs, m.inFlight, queue, kvPending,
+		hostBytes, deviceBytes, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.handler = echo.WrapHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
 	return m
 }
@@ -86,6 +100,8 @@ func (m *httpMetrics) observeAnswer(a Answer) {
 	if a.Mode == string(blend.ModeFull) || a.Mode == string(blend.ModePrefix) {
 		return
 	}
+	m.kvTiers.WithLabelValues("host_ram").Add(float64(a.Timings.KVHot))
+	m.kvTiers.WithLabelValues("device").Add(float64(a.Timings.KVDevice))
 	miss := min(a.Timings.KVMissing, len(a.Citations))
 	m.kvChunks.WithLabelValues("hit").Add(float64(len(a.Citations) - miss))
 	m.kvChunks.WithLabelValues("miss").Add(float64(miss))

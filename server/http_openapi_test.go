@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/blendrag/blendrag/model"
 )
 
 // openAPISpec is the part of the OpenAPI document the tests read.
@@ -93,6 +95,7 @@ func TestOpenAPISchemasHoldEveryJSONField(t *testing.T) {
 		"DocumentList": DocumentList{}, "DocumentDetail": DocumentDetail{}, "SearchResponse": SearchResponse{},
 		"UploadAccepted": UploadAccepted{}, "Problem": Problem{}, "TextUpload": textUpload{},
 		"ChatCompletion": ChatCompletion{}, "ChatRequest": ChatRequest{}, "Chunk": ChunkInfo{},
+		"KVTiers": KVTiers{}, "ChunkTierStats": model.ChunkTierStats{},
 	} {
 		props := spec.Components.Schemas[schema].Properties
 		if props == nil {

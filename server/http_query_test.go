@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/blendrag/blendrag/model"
 )
 
 // newAnsweringHTTP serves a Service with the generated generator and the
@@ -134,6 +136,22 @@ func TestHTTPQueryStreamMatchesJSONAnswer(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(th.h.metrics.ttft); n != 1 {
 		t.Errorf("TTFT series = %d, want 1 (mode cacheblend)", n)
+	}
+	// The second question found its chunks in the host RAM tier, which
+	// the metrics count and whose memory they report; no device tier.
+	hot := testutil.ToFloat64(th.h.metrics.kvTiers.WithLabelValues("host_ram"))
+	if want := float64(ans.Timings.KVHot + tim.KVHot); hot != want || want == 0 {
+		t.Errorf("host RAM tier chunks = %v, want %v (> 0)", hot, want)
+	}
+	tiers := th.svc.KVTiers()
+	if tiers.HotChunks == 0 || tiers.HotBytes == 0 || tiers.Device != (model.ChunkTierStats{}) {
+		t.Errorf("tiers %+v: want chunks in host RAM and no device tier", tiers)
+	}
+	mres := th.do(t, "GET", "/metrics", "", nil)
+	body, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	if line := fmt.Sprintf(`blendrag_kv_tier_bytes{tier="host_ram"} %d`, tiers.HotBytes); !strings.Contains(string(body), line) {
+		t.Errorf("/metrics lacks %q", line)
 	}
 }
 

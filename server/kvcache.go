@@ -45,6 +45,9 @@ type engine struct {
 	fp     string // model fingerprint (part of every KV key)
 	fid    *fidelity
 	hot    *hotKV // recently used chunks' decoded KV in host RAM
+	// devTier is the device tier's record (model.ChunkTier) as of the
+	// last fusion, for readers that must not wait for the model.
+	devTier atomic.Pointer[model.ChunkTierStats]
 	// dm, dbe and dprefix are the RAPID drafter's model, backend and P's KV
 	// when Config.DraftModelPath is set (else nil: the generator drafts).
 	dm      *model.Model
@@ -447,6 +450,31 @@ func (s *Service) ensureAnchors(ctx context.Context) error {
 		return fmt.Errorf("cur: %w", err)
 	}
 	return s.cur.Save()
+}
+
+// KVTiers is what the tiers of chunk KV hold: the decoded KV of recently
+// used chunks in host RAM (Config.HotKVBytes), and, with a GPU Device, the
+// chunks' KV in device memory (Config.DeviceKVBytes; as of the last
+// question, since the device's own record is read under the model's lock).
+type KVTiers struct {
+	HotChunks int   `json:"hot_chunks"`
+	HotBytes  int64 `json:"hot_bytes"`
+	// Device is the device tier's record (entries are (chunk, layer)
+	// pairs); zero without one.
+	Device model.ChunkTierStats `json:"device"`
+}
+
+// KVTiers reports the tiers of chunk KV.
+func (s *Service) KVTiers() KVTiers {
+	if s.eng == nil {
+		return KVTiers{}
+	}
+	var t KVTiers
+	t.HotChunks, t.HotBytes = s.eng.hot.size()
+	if d := s.eng.devTier.Load(); d != nil {
+		t.Device = *d
+	}
+	return t
 }
 
 // KVProgress reports the background KV precompute.
