@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -392,6 +393,11 @@ func uiFlow(t *testing.T, ctx context.Context, base string) {
 			t.Errorf("compare pane %q with RAPID on: totals %q say nothing of RAPID", p.Mode, p.Totals)
 		}
 		t.Logf("compare %s: %q; %s", p.Mode, p.Text, p.Totals)
+	}
+	// The question was asked before: its fusion found the chunks' KV in the
+	// host RAM tier, and says so.
+	if !slices.ContainsFunc(panes, func(p paneState) bool { return strings.Contains(p.Totals, "from host RAM") }) {
+		t.Errorf("no compare pane says its chunks' KV came from host RAM: %+v", panes)
 	}
 	if left := eval[[]float64](t, ctx, `[...document.querySelectorAll('#answers .pane')].map(p => p.getBoundingClientRect().left)`); left[0] == left[1] {
 		t.Errorf("compare panes are not side by side on a wide screen: left edges %v", left)

@@ -274,6 +274,8 @@ class Pane {
     if (t.tokens) totals.push(`${t.tokens} tokens`);
     if (t.decode_tok_s) totals.push(`${t.decode_tok_s.toFixed(1)} tok/s`);
     if (t.kv_missing) totals.push(`KV of ${plural(t.kv_missing, 'chunk')} computed now`);
+    if (t.kv_hot) totals.push(`KV of ${plural(t.kv_hot, 'chunk')} from host RAM`);
+    if (t.kv_device) totals.push(`KV of ${plural(t.kv_device, 'chunk')} from GPU memory`);
     const r = t.rapid;
     if (r) {
       totals.push(r.off && !r.rounds
