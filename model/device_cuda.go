@@ -379,6 +379,10 @@ type cudaPass struct {
 	groups *kernels.KeyGroups
 	layer  int       // layer QKV computed last, or -1
 	cache  *devCache // the device copy of kv (bound by QKV)
+	// resid: the hidden state h still lacks the last layer's MLP output
+	// (in the backend's x), which the next layer's attention norm adds in
+	// the same launch (or settle, for any other reader of h).
+	resid bool
 
 	hostRows, hostPos []int32
 
@@ -579,7 +583,13 @@ func (p *cudaPass) QKV(l int) error {
 		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, err)
 	}
 	s := steps{}
-	s.run("attention norm", func() error { return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps) })
+	s.run("attention norm", func() error {
+		if p.resid { // the previous layer's residual addition, in the same launch
+			p.resid = false
+			return d.AddRMSNorm(b.x, b.h, b.x, g.attnNorm, n, c.Dim, c.NormEps)
+		}
+		return d.RMSNorm(b.x, b.h, g.attnNorm, n, c.Dim, c.NormEps)
+	})
 	s.run("q, k, v", func() error {
 		return b.matmuls([]*cuda.Buffer{b.q, b.k, b.v}, []cudaWeight{g.q, g.k, g.v}, b.x, n)
 	})
@@ -708,6 +718,9 @@ func (p *cudaPass) Keep(keep []int) error {
 	if p.err != nil {
 		return p.err
 	}
+	if err := p.settle(); err != nil { // h is compacted below
+		return err
+	}
 	b, c := p.b, p.b.m.Config
 	n, kd := p.N(), c.KVDim()
 	h, q := make([]float32, n*c.Dim), make([]float32, n*c.QDim())
@@ -781,7 +794,9 @@ func (p *cudaPass) AttendMLP(l int) error {
 	})
 	s.run("swiglu", func() error { return d.SwiGLU(b.gate, b.gate, b.up, n*c.FFN) })
 	s.run("down", func() error { return b.matmul(b.x, g.down, b.gate, n) })
-	s.run("residual", func() error { return d.Add(b.h, b.x, n*c.Dim) })
+	if s.err == nil {
+		p.resid = true // added by the next layer's attention norm, or settle
+	}
 	if s.err != nil {
 		return fmt.Errorf("model: %s: layer %d: %w", b.name, l, s.err)
 	}
@@ -802,6 +817,19 @@ func (p *cudaPass) refresh(l int) error {
 		return nil
 	})
 	return err
+}
+
+// settle adds a pending residual (resid) to the hidden state, for a step
+// that reads h itself.
+func (p *cudaPass) settle() error {
+	if !p.resid {
+		return nil
+	}
+	p.resid = false
+	if err := p.b.d.Add(p.b.h, p.b.x, p.N()*p.b.m.Config.Dim); err != nil {
+		return fmt.Errorf("model: %s: residual: %w", p.b.name, err)
+	}
+	return nil
 }
 
 // Layer runs layer l completely: QKV, WriteKV of every row, AttendMLP.
@@ -827,6 +855,9 @@ func (p *cudaPass) Logits(dst []float32, sel []int) error {
 	}
 	if err := b.withRoom(p.cache, func() error { return b.reserve(0, 0, len(sel)) }); err != nil {
 		return fmt.Errorf("model: %s: logits buffer: %w", b.name, err)
+	}
+	if err := p.settle(); err != nil {
+		return err
 	}
 	row := int64(c.Dim) * 4
 	s := steps{}
