@@ -18,7 +18,7 @@ import (
 // backend makes by size: which attention kernel, when cuBLAS, and what a
 // launch costs. Each runs its variants interleaved (rounds of each in turn)
 // and prints one JSON line per size with the medians and their ratio. Run
-// them on a GPU with -test.run XXX -test.bench . -test.benchtime 1x;
+// them on a GPU with -test.run '^$' -test.bench . -test.benchtime 1x;
 // -test.short uses small sizes (for the emulation, which proves only that
 // they run).
 

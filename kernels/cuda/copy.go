@@ -21,7 +21,7 @@ func (d *Device) Copy(dst, src *Buffer, bytes int64) error {
 		return nil
 	}
 	if err := d.do(func() error {
-		return d.timedCopy("copy", bytes, func() error { return d.drv.dtod(dst.ptr, src.ptr, bytes) })
+		return d.timed("copy", bytes, func() error { return d.drv.dtod(dst.ptr, src.ptr, bytes) })
 	}); err != nil {
 		return fmt.Errorf("cuda: device copy of %d bytes: %w", bytes, err)
 	}
@@ -70,7 +70,7 @@ func (d *Device) uploadStaged(what, op string, dst *Buffer, src unsafe.Pointer, 
 		return fmt.Errorf("cuda: %s of %d bytes into a buffer of %d: %w", what, n, sizeOf(dst), kernels.ErrShape)
 	}
 	if err := d.do(func() error {
-		return d.timedCopy(op, n, func() error { return htod(dst.ptr, src, n) })
+		return d.timed(op, n, func() error { return htod(dst.ptr, src, n) })
 	}); err != nil {
 		return fmt.Errorf("cuda: %s (%d bytes): %w", what, n, err)
 	}
@@ -94,7 +94,7 @@ func (d *Device) DownloadF32Queued(src *Buffer, n int) (Download, error) {
 	}
 	var i int
 	err := d.do(func() error {
-		return d.timedCopy("download_queued", int64(n)*4, func() error {
+		return d.timed("download_queued", int64(n)*4, func() error {
 			var err error
 			i, err = d.drv.dtohQueued(src.ptr, int64(n)*4)
 			return err

@@ -232,7 +232,7 @@ func (d *Device) upload(what string, dst *Buffer, p unsafe.Pointer, n int64) err
 	if n == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return d.timedCopy("upload", n, func() error { return d.drv.htod(dst.ptr, p, n) }) }); err != nil {
+	if err := d.do(func() error { return d.timed("upload", n, func() error { return d.drv.htod(dst.ptr, p, n) }) }); err != nil {
 		return fmt.Errorf("cuda: upload %s (%d bytes): %w", what, n, err)
 	}
 	return nil
@@ -246,7 +246,7 @@ func (d *Device) download(what string, p unsafe.Pointer, src *Buffer, n int64) e
 	if n == 0 {
 		return nil
 	}
-	if err := d.do(func() error { return d.timedCopy("download", n, func() error { return d.drv.dtoh(p, src.ptr, n) }) }); err != nil {
+	if err := d.do(func() error { return d.timed("download", n, func() error { return d.drv.dtoh(p, src.ptr, n) }) }); err != nil {
 		return fmt.Errorf("cuda: download %s (%d bytes): %w", what, n, err)
 	}
 	return nil

@@ -583,7 +583,7 @@ func (d *Device) ScatterRows(dst *Buffer, dstRows int, src *Buffer, rows []int32
 		if err := d.grow(&d.rows, int64(n)*4); err != nil {
 			return fmt.Errorf("cuda: scatter: %w", err)
 		}
-		if err := d.timedCopy("upload_queued", int64(n)*4, func() error { return d.drv.htodQueued(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4) }); err != nil {
+		if err := d.timed("upload_queued", int64(n)*4, func() error { return d.drv.htodQueued(d.rows.ptr, unsafe.Pointer(&rows[0]), int64(n)*4) }); err != nil {
 			return fmt.Errorf("cuda: scatter: uploading row indices: %w", err)
 		}
 		return d.scatter(dst, src, nil, nil, d.rows, n, width)

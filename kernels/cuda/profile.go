@@ -175,43 +175,30 @@ func (d *Device) launch(k kernel, gx, gy, block, shared int, a *args) error {
 	if d.prof == nil {
 		return d.drv.launch(k, gx, gy, block, shared, a)
 	}
-	i, err := d.prof.begin(d.drv)
-	if err == nil {
-		err = d.drv.launch(k, gx, gy, block, shared, a)
-	}
-	return errors.Join(err, d.profEnd(i, err, kernelNames[k], 0))
+	return d.timed(kernelNames[k], 0, func() error { return d.drv.launch(k, gx, gy, block, shared, a) })
 }
 
 func (d *Device) sgemm(rows, cols, n int, w, x, y uintptr) error {
 	if d.prof == nil {
 		return d.drv.sgemm(rows, cols, n, w, x, y)
 	}
-	i, err := d.prof.begin(d.drv)
-	if err == nil {
-		err = d.drv.sgemm(rows, cols, n, w, x, y)
-	}
-	return errors.Join(err, d.profEnd(i, err, "cublas_sgemm", 0))
+	return d.timed("cublas_sgemm", 0, func() error { return d.drv.sgemm(rows, cols, n, w, x, y) })
 }
 
-// timedCopy runs copyFn, one of the driver's copies (htod, dtoh, dtod or
-// htodAsync) with its arguments bound, as operation name moving bytes.
-func (d *Device) timedCopy(name string, bytes int64, copyFn func() error) error {
+// timed runs op, one of the driver's operations with its arguments bound,
+// as operation name moving bytes, between two events while a profile
+// runs. An operation that fails leaves its begin event unpaired and
+// unused.
+func (d *Device) timed(name string, bytes int64, op func() error) error {
 	if d.prof == nil {
-		return copyFn()
+		return op()
 	}
 	i, err := d.prof.begin(d.drv)
-	if err == nil {
-		err = copyFn()
-	}
-	return errors.Join(err, d.profEnd(i, err, name, bytes))
-}
-
-// profEnd records the end of an operation that began at i, unless the
-// operation (err) failed, in which case the begin event is left unpaired
-// and unused.
-func (d *Device) profEnd(i int, err error, name string, bytes int64) error {
 	if err != nil {
-		return nil
+		return err
+	}
+	if err := op(); err != nil {
+		return err
 	}
 	return d.prof.end(d.drv, i, name, bytes)
 }
